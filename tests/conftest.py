@@ -1,0 +1,24 @@
+"""Shared fixtures: the public data directory beside the repo, offline hubs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The read-only public data (../shared/data, or $VALUEHARM_DATA)."""
+    path = Path(os.environ.get("VALUEHARM_DATA", SHARED_DATA))
+    if not (path / "valueEval_10.csv").is_file():
+        pytest.fail(f"public data not found at {path}; set VALUEHARM_DATA")
+    return path
