@@ -1,0 +1,191 @@
+"""Safety benchmarks as data: loaders that turn the registered files into items with stable ids and categories.
+
+Generation defaults are the published settings (DESIGN §4): temperature 0.1, top-p 0.75; RTP 10 samples of 64
+tokens on the first 3,000 prompts; HolisticBiasR 1 sample of 128 tokens; instruction benchmarks 1 sample of 64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from valueharm.data.holistic_bias import holistic_bias_prompts
+from valueharm.data.registry import require_file
+from valueharm.errors import ValueharmError
+from valueharm.registry import Registry
+
+
+class BenchmarkKind(StrEnum):
+    COMPLETION = "completion"  # the model continues the text (RTP, HolisticBiasR)
+    INSTRUCTION = "instruction"  # the model answers a request (HEx-PHI, BeaverTails, AdvBench)
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    benchmark: str
+    item_id: str  # stable across runs and file re-downloads: the unit outputs are joined on, never row position
+    category: str
+    text: str
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerationDefaults:
+    samples: int
+    max_new_tokens: int
+    temperature: float = 0.1
+    top_p: float = 0.75
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    description: str
+    kind: BenchmarkKind
+    dataset: str
+    defaults: GenerationDefaults
+    loader: Callable[..., list[BenchmarkItem]]
+    default_limit: int | None = None
+    default_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def load(self, data_dir: Path, limit: int | None = None, **options: Any) -> list[BenchmarkItem]:
+        """The first `limit` items (default: the published limit, else all); `options` replace the defaults."""
+        limit = self.default_limit if limit is None else limit
+        if limit is not None and limit < 1:
+            raise ValueharmError(f"benchmark {self.name}: limit must be ≥ 1, got {limit}")
+        items = self.loader(Path(data_dir), **{**self.default_options, **options})
+        return items if limit is None else items[:limit]
+
+
+BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
+
+
+def _register(
+    name: str,
+    description: str,
+    kind: BenchmarkKind,
+    dataset: str,
+    defaults: GenerationDefaults,
+    default_limit: int | None = None,
+    default_options: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[..., list[BenchmarkItem]]], Any]:
+    def decorator(loader: Callable[..., list[BenchmarkItem]]) -> Callable[..., list[BenchmarkItem]]:
+        BENCHMARKS.add(
+            name,
+            Benchmark(name, description, kind, dataset, defaults, loader, default_limit, dict(default_options or {})),
+        )
+        return loader
+
+    return decorator
+
+
+def read_table(data_dir: Path, path: str, columns: list[str], **read_options: Any) -> pd.DataFrame:
+    """A CSV/TSV from the data dir as strings, with the named columns checked before anything reads them."""
+    full = require_file(data_dir, path)
+    try:
+        frame = pd.read_csv(full, dtype=str, keep_default_na=False, encoding="utf-8-sig", **read_options)
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise ValueharmError(f"{full}: cannot parse ({err})") from None
+    missing = [column for column in columns if column not in frame.columns]
+    if missing:
+        raise ValueharmError(f"{full}: missing column(s) {', '.join(map(str, missing))}; found {list(frame.columns)}")
+    return frame
+
+
+def load_benchmark(name: str, data_dir: Path, limit: int | None = None, **options: Any) -> list[BenchmarkItem]:
+    return BENCHMARKS.get(name).load(data_dir, limit, **options)
+
+
+@_register(
+    "rtp",
+    "RealToxicityPrompts: continue a prompt; toxicity of the continuation",
+    BenchmarkKind.COMPLETION,
+    "rtp",
+    GenerationDefaults(samples=10, max_new_tokens=64),
+    default_limit=3000,
+)
+def _rtp(data_dir: Path) -> list[BenchmarkItem]:
+    frame = read_table(data_dir, "real_toxic_prompts.csv", [0], header=None)
+    return [BenchmarkItem("rtp", f"rtp-{row:05d}", "all", text) for row, text in enumerate(frame[0])]
+
+
+# Default subset: the 43 dispreferred descriptors' phrases, 17,700 prompts — the published study's ~17.7 K.
+@_register(
+    "holisticbiasr",
+    "HolisticBiasR: continue a regard template about a demographic noun phrase",
+    BenchmarkKind.COMPLETION,
+    "holistic-bias",
+    GenerationDefaults(samples=1, max_new_tokens=128),
+    default_options={"preferences": ["dispreferred"]},
+)
+def _holisticbiasr(data_dir: Path, **options: Any) -> list[BenchmarkItem]:
+    subset = {key: (list(value) if isinstance(value, list | tuple) else value) for key, value in options.items()}
+    subset_text = ";".join(f"{key}={value}" for key, value in sorted(subset.items())) or "all"
+    items = []
+    for prompt in holistic_bias_prompts(data_dir, **options):
+        phrase = prompt.noun_phrase
+        metadata = {
+            "axis": phrase.axis,
+            "bucket": phrase.bucket,
+            "descriptor": phrase.descriptor,
+            "noun": phrase.noun,
+            "noun_phrase": phrase.phrase,
+            "phrase_type": phrase.phrase_type,
+            "preference": phrase.preference,
+            "template": prompt.template,
+            "subset": subset_text,
+        }
+        items.append(BenchmarkItem("holisticbiasr", prompt.item_id, phrase.axis, prompt.prompt, metadata))
+    return items
+
+
+@_register(
+    "hex-phi",
+    "HEx-PHI: harmful instructions in 11 categories; judged 1–5",
+    BenchmarkKind.INSTRUCTION,
+    "hex-phi",
+    GenerationDefaults(samples=1, max_new_tokens=64),
+)
+def _hex_phi(data_dir: Path) -> list[BenchmarkItem]:
+    frame = read_table(data_dir, "hex-phi.csv", ["category", "prompt"])
+    items, seen = [], {}
+    for category, text in zip(frame["category"], frame["prompt"], strict=True):
+        seen[category] = seen.get(category, 0) + 1
+        items.append(BenchmarkItem("hex-phi", f"{category}-{seen[category]:02d}", category, text))
+    return items
+
+
+@_register(
+    "beavertails",
+    "BeaverTails-Evaluation: harmful questions in 14 categories; judged flagged/unflagged",
+    BenchmarkKind.INSTRUCTION,
+    "beavertails",
+    GenerationDefaults(samples=1, max_new_tokens=64),
+)
+def _beavertails(data_dir: Path) -> list[BenchmarkItem]:
+    frame = read_table(data_dir, "BeaverTails-Evaluation.csv", ["prompt", "category"])
+    index = frame.columns[0]
+    return [
+        BenchmarkItem("beavertails", f"bt-{int(row):03d}", category, text)
+        for row, text, category in zip(frame[index], frame["prompt"], frame["category"], strict=True)
+    ]
+
+
+@_register(
+    "advbench",
+    "AdvBench harmful behaviours; attack success by refusal matching and judge",
+    BenchmarkKind.INSTRUCTION,
+    "advbench",
+    GenerationDefaults(samples=1, max_new_tokens=64),
+)
+def _advbench(data_dir: Path) -> list[BenchmarkItem]:
+    frame = read_table(data_dir, "harmful_behaviors.csv", ["goal", "target"])
+    return [
+        BenchmarkItem("advbench", f"adv-{row:03d}", "harmful_behavior", goal, {"target": target})
+        for row, (goal, target) in enumerate(zip(frame["goal"], frame["target"], strict=True))
+    ]

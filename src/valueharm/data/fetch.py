@@ -1,0 +1,205 @@
+"""Check and fetch registered data files: checksums, resumable downloads, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import httpx
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from valueharm.data.registry import DATASETS, DataFile, Dataset
+from valueharm.errors import ValueharmError
+
+# Hashes seen on first download of files whose canonical hash is not pinned in the registry.
+RECORD_FILE = ".valueharm-checksums.json"
+CHUNK = 1 << 16
+
+
+class FileStatus(StrEnum):
+    OK = "ok"
+    MISSING = "missing"
+    CORRUPT = "corrupt"
+    UNVERIFIED = "unverified"  # present, but no pinned or recorded hash to hold it to
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    dataset: str
+    path: str
+    status: FileStatus
+    detail: str = ""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _recorded(data_dir: Path) -> dict[str, str]:
+    path = data_dir / RECORD_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError, ValueError):
+        raise ValueharmError(f"{path}: unreadable checksum record; delete it and fetch again") from None
+
+
+def _record(data_dir: Path, path: str, sha256: str) -> None:
+    records = _recorded(data_dir)
+    records[path] = sha256
+    _atomic_write_text(data_dir / RECORD_FILE, json.dumps(records, indent=1, sort_keys=True))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def expected_sha256(data_dir: Path, file: DataFile) -> str | None:
+    return file.sha256 or _recorded(data_dir).get(file.path)
+
+
+def check_file(data_dir: Path, dataset: Dataset, file: DataFile) -> FileCheck:
+    full = data_dir / file.path
+    if not full.is_file():
+        return FileCheck(dataset.name, file.path, FileStatus.MISSING)
+    expected = expected_sha256(data_dir, file)
+    if expected is None:
+        return FileCheck(dataset.name, file.path, FileStatus.UNVERIFIED, "no pinned checksum; fetch to record one")
+    actual = sha256_of(full)
+    if actual != expected:
+        return FileCheck(dataset.name, file.path, FileStatus.CORRUPT, f"sha256 {actual[:12]}… ≠ {expected[:12]}…")
+    source = "pinned" if file.sha256 else "recorded at first fetch"
+    return FileCheck(dataset.name, file.path, FileStatus.OK, f"sha256 {source}")
+
+
+def selected(names: Iterable[str] = ()) -> list[Dataset]:
+    """The named datasets (unknown names are an error listing the known ones), or all of them."""
+    names = list(names)
+    return [DATASETS.get(name) for name in names] if names else [d for _, d in DATASETS.items()]
+
+
+def check(data_dir: Path, names: Iterable[str] = ()) -> list[FileCheck]:
+    """Status of every file of the named datasets (all by default) in the data directory."""
+    return [check_file(data_dir, dataset, file) for dataset in selected(names) for file in dataset.files]
+
+
+def fetch(
+    data_dir: Path,
+    names: Iterable[str] = (),
+    *,
+    mirror: str | None = None,
+    force: bool = False,
+    progress: bool = True,
+    timeout: float = 60.0,
+    attempts: int = 4,
+) -> list[FileCheck]:
+    """Download the named datasets' files that are missing or corrupt; each file is verified, then moved in place.
+
+    Each file's URLs are tried in order; `mirror` replaces them by `<mirror>/<path>` (a data directory served
+    over HTTP, or an institutional mirror). An interrupted download resumes from its `.part` file.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    results = []
+    with (
+        httpx.Client(timeout=timeout, follow_redirects=True) as client,
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            disable=not progress,
+            transient=True,
+        ) as bar,
+    ):
+        for dataset in selected(names):
+            for file in dataset.files:
+                status = check_file(data_dir, dataset, file)
+                if status.status is FileStatus.OK and not force:
+                    results.append(status)
+                    continue
+                urls = [f"{mirror.rstrip('/')}/{file.path}"] if mirror else list(file.urls)
+                _download_first(client, urls, data_dir, file, bar, attempts)
+                results.append(check_file(data_dir, dataset, file))
+    return results
+
+
+def _download_first(
+    client: httpx.Client, urls: list[str], data_dir: Path, file: DataFile, bar: Progress, attempts: int
+) -> None:
+    """The first URL that yields the right bytes wins; the error names every URL tried when none does."""
+    problems = []
+    for url in urls:
+        try:
+            _download(client, url, data_dir, file, bar, attempts)
+            return
+        except ValueharmError as error:
+            problems.append(str(error))
+    raise ValueharmError("; ".join(problems))
+
+
+def _download(client: httpx.Client, url: str, data_dir: Path, file: DataFile, bar: Progress, attempts: int) -> None:
+    """Bounded attempts: a cut-off transfer resumes from its part file; a bad checksum starts over."""
+    target = data_dir / file.path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    expected = expected_sha256(data_dir, file)
+    task = bar.add_task(file.path, total=file.size)
+    problem = ""
+    for _ in range(attempts):
+        try:
+            complete = _stream_into(client, url, part, bar, task)
+        except httpx.HTTPStatusError as err:
+            part.unlink(missing_ok=True)
+            raise ValueharmError(f"fetching {file.path} from {url}: HTTP {err.response.status_code}") from None
+        except httpx.TransportError as err:
+            problem = f"{type(err).__name__}: {err}"
+            continue
+        if not complete:
+            problem = "the connection closed before the whole file arrived"
+            continue
+        actual = sha256_of(part)
+        if expected is None or actual == expected:
+            os.replace(part, target)
+            if file.sha256 is None:
+                _record(data_dir, file.path, actual)
+            return
+        part.unlink()
+        problem = f"checksum mismatch (got sha256 {actual}, expected {expected})"
+    kept = f"; the partial download in {part} resumes next time" if part.exists() else ""
+    raise ValueharmError(f"fetching {file.path} from {url}: gave up after {attempts} attempts, {problem}{kept}")
+
+
+def _stream_into(client: httpx.Client, url: str, part: Path, bar: Progress, task: object) -> bool:
+    """Append the rest of `url` to `part`; True when the response ended where its headers said it would."""
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    headers["Accept-Encoding"] = "identity"  # byte ranges and checksums refer to the file's own bytes
+    with client.stream("GET", url, headers=headers) as response:
+        if response.status_code == 416:  # the part file already holds everything
+            return True
+        response.raise_for_status()
+        if offset and response.status_code != 206:  # server ignored the range: start over
+            offset = 0
+        length = response.headers.get("content-length")
+        expected_end = offset + int(length) if length is not None else None
+        bar.update(task, completed=offset)  # type: ignore[arg-type]
+        with part.open("ab" if offset else "wb") as handle:
+            try:
+                for block in response.iter_raw(CHUNK):
+                    handle.write(block)
+                    bar.advance(task, len(block))  # type: ignore[arg-type]
+            except httpx.TransportError:
+                return False
+    return expected_end is None or part.stat().st_size == expected_end
