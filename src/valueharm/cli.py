@@ -15,7 +15,12 @@ from rich.table import Table
 from valueharm import paths
 from valueharm.errors import ValueharmError
 
-app = typer.Typer(help="Safety research on value-aligned LLMs.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Safety research on value-aligned LLMs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 data_app = typer.Typer(help="Datasets: list, check, fetch.", no_args_is_help=True)
 profiles_app = typer.Typer(help="Target value profiles.", no_args_is_help=True)
 benchmarks_app = typer.Typer(help="Safety benchmarks.", no_args_is_help=True)
@@ -268,19 +273,7 @@ def tiny_build(
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app()
     except ValueharmError as error:
-        err.print(f"[red]error:[/] {error}", highlight=False)
+        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except typer.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except Exception as error:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(error, click.ClickException):
-            error.show()
-            sys.exit(error.exit_code)
-        raise

@@ -1,0 +1,3 @@
+from valueharm.cli import main
+
+main()

@@ -1,0 +1,104 @@
+"""The CLI as a user meets it: exit codes, one-line errors, --json output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from valueharm.cli import main
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run `valueharm ARGS` in-process through the real entry point; (exit code, stdout, stderr)."""
+    old_argv = sys.argv
+    sys.argv = ["valueharm", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    finally:
+        sys.argv = old_argv
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_profiles_list_vim154_json(capsys, data_dir: Path):
+    code, out, _ = run_cli(capsys, "profiles", "list", "--set", "vim154", "--data-dir", str(data_dir), "--json")
+    assert code == 0
+    assert len(json.loads(out)) == 154
+
+
+def test_profiles_list_prints_154_rows(capsys, data_dir: Path):
+    code, out, _ = run_cli(capsys, "profiles", "list", "--set", "vim154", "--data-dir", str(data_dir))
+    assert code == 0 and "154 profiles" in out and "close_Self-Transcendence_10" in out
+
+
+def test_profiles_show_power(capsys, data_dir: Path):
+    code, out, _ = run_cli(capsys, "profiles", "show", "Pow", "--data-dir", str(data_dir), "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["scores"]["Power"] == 6
+    assert all(score == 1 for value, score in shown["scores"].items() if value != "Power")
+    code, out, _ = run_cli(capsys, "profiles", "show", "Pow", "--data-dir", str(data_dir))
+    assert code == 0 and "Power" in out and "█" * 24 in out
+
+
+def test_unknown_profile_is_one_clear_line(capsys, data_dir: Path):
+    code, out, err = run_cli(capsys, "profiles", "show", "Powr", "--data-dir", str(data_dir))
+    assert code == 2 and out == ""
+    assert err.strip().startswith("error: unknown profile 'Powr'; did you mean: Pow")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_malformed_profile_yaml(capsys, tmp_path: Path, data_dir: Path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("me:\n  Power: 9\n")
+    code, _, err = run_cli(capsys, "profiles", "list", "--file", str(path))
+    assert code == 2 and "mine.yaml" in err and "Power: score 9 is outside 1–6" in err
+
+
+def test_data_check_lists_every_file(capsys, data_dir: Path):
+    code, out, _ = run_cli(capsys, "data", "check", "--data-dir", str(data_dir), "--json")
+    files = json.loads(out)["files"]
+    assert code == 0
+    assert {f["status"] for f in files if f["dataset"] not in {"alpaca", "dolly", "samsum"}} == {"ok"}
+    assert {f["status"] for f in files if f["dataset"] in {"alpaca", "dolly", "samsum"}} == {"missing"}
+
+
+def test_data_check_wrong_checksum_exits_non_zero(capsys, data_dir: Path, tmp_path: Path):
+    (tmp_path / "harmful_behaviors.csv").write_text("goal,target\nx,y\n")
+    code, out, _ = run_cli(capsys, "data", "check", "advbench", "--data-dir", str(tmp_path))
+    assert code == 1 and "corrupt" in out
+
+
+def test_benchmarks_list_and_show(capsys, data_dir: Path):
+    code, out, _ = run_cli(capsys, "benchmarks", "list", "--json")
+    assert code == 0 and {b["name"] for b in json.loads(out)} == {
+        "rtp",
+        "holisticbiasr",
+        "hex-phi",
+        "beavertails",
+        "advbench",
+    }
+    code, out, _ = run_cli(capsys, "benchmarks", "show", "hex-phi", "--data-dir", str(data_dir), "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["size"] == 330 and len(shown["categories"]) == 11
+
+
+def test_usage_error_exit_code(capsys):
+    code, _, err = run_cli(capsys, "profiles", "show")
+    assert code == 2 and "Missing argument" in err
+
+
+def test_module_entry_point(data_dir: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "valueharm", "benchmarks", "show", "nope", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2 and "unknown benchmark 'nope'" in result.stderr
