@@ -1,7 +1,7 @@
 """Prompt and judge templates: plain-text files in our own words, each replaceable by a user's file.
 
 A template is text with `{field}` slots (Python format syntax; `{{`/`}}` for literal braces). A user override is
-a file with the same slots, so published wording can be used exactly: `load_template(name, override=path)`, or a
+a file using the same slots, so published wording can be used exactly: `load_template(name, override=path)`, or a
 directory of `<name>.txt` files passed as `template_dir`.
 """
 
@@ -40,7 +40,7 @@ def builtin_names() -> list[str]:
 def load_template(name: str, override: str | Path | None = None, template_dir: str | Path | None = None) -> Template:
     """The built-in template `name`, or the user's file (explicit override, or `<template_dir>/<name>.txt`).
 
-    An override must use the same slots as the built-in one, so a typo fails here and not mid-run.
+    An override may use only the built-in one's slots (it may leave some out), so a typo fails here, not mid-run.
     """
     if name not in builtin_names():
         raise ValueharmError(unknown_name_message("template", name, builtin_names()))
@@ -55,8 +55,9 @@ def load_template(name: str, override: str | Path | None = None, template_dir: s
         user_fields = user.fields
     except ValueError as err:
         raise ValueharmError(f"{path}: malformed template ({err})") from None
-    if user_fields != builtin.fields:
+    unknown = user_fields - builtin.fields
+    if unknown:
         raise ValueharmError(
-            f"{path}: template {name!r} must use the slots {sorted(builtin.fields)}, found {sorted(user_fields)}"
+            f"{path}: template {name!r} has unknown slot(s) {sorted(unknown)}; it may use {sorted(builtin.fields)}"
         )
     return user

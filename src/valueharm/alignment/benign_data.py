@@ -1,0 +1,39 @@
+"""Prompt/completion pairs for the benign fine-tuning baselines, each dataset in its own prompt format."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from valueharm.data.benign import BenignExample, load_benign
+from valueharm.templates import Template, load_template
+
+# Which template formats each dataset; Alpaca and Dolly share the instruction format.
+BENIGN_TEMPLATES = {
+    "grammar": "benign_grammar",
+    "alpaca": "benign_instruction",
+    "dolly": "benign_instruction",
+    "samsum": "benign_samsum",
+}
+
+
+@dataclass(frozen=True)
+class BenignPair:
+    prompt: str
+    completion: str
+    item_id: str
+
+
+def format_benign(example: BenignExample, template: Template) -> BenignPair:
+    context_block = f"Input: {example.context}\n" if example.context else ""
+    prompt = template.render(instruction=example.instruction, context=example.context, context_block=context_block)
+    return BenignPair(prompt, " " + example.response.strip(), example.item_id)
+
+
+def benign_pairs(
+    name: str, data_dir: Path, *, limit: int | None = None, template_dir: str | Path | None = None
+) -> list[BenignPair]:
+    """The dataset's training pairs in its own format (a user template in `template_dir` replaces ours)."""
+    examples = load_benign(name, data_dir, limit)  # unknown names fail here, listing the known ones
+    template = load_template(BENIGN_TEMPLATES[name], template_dir=template_dir)
+    return [format_benign(example, template) for example in examples]
