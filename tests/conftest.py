@@ -22,3 +22,17 @@ def data_dir() -> Path:
     if not (path / "valueEval_10.csv").is_file():
         pytest.fail(f"public data not found at {path}; set VALUEHARM_DATA")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The "test" tiny model, built once and cached across sessions under valueharm.paths.cache_dir().
+
+    Falls back to a session temp dir when the cache is not writable (read-only home in some CI sandboxes).
+    """
+    from valueharm.tiny import build_tiny  # lazily: tests that need no model skip importing torch
+
+    try:
+        return build_tiny("test", data_dir=data_dir, progress=False).path
+    except PermissionError:
+        return build_tiny("test", data_dir=data_dir, out=tmp_path_factory.mktemp("tiny"), progress=False).path

@@ -19,12 +19,15 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 import torch
+import transformers
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -86,8 +89,8 @@ TINY_VARIANTS: dict[str, TinySpec] = {
             num_heads=4,
             intermediate_size=512,
             max_position=1024,
-            train_steps=300,
-            batch_size=16,
+            train_steps=450,
+            batch_size=8,
             seq_len=128,
             lr=3e-3,
             seed=0,
@@ -100,10 +103,10 @@ TINY_VARIANTS: dict[str, TinySpec] = {
             num_heads=2,
             intermediate_size=128,
             max_position=512,
-            train_steps=60,
+            train_steps=300,
             batch_size=8,
             seq_len=64,
-            lr=5e-3,
+            lr=1e-2,
             seed=0,
         ),
     )
@@ -153,12 +156,13 @@ def build_tiny(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         _build_into(tmp, spec, files, checksums, key, progress)
-        _install(tmp, target, key, force)
+        installed = _install(tmp, target, key, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     info = _load_complete(target, key)
-    assert info is not None, f"{target} incomplete right after install"
-    return TinyModelInfo(**{**asdict(info), "cached": False}) if _meta_key(target) == key else info
+    if info is None:
+        raise ValueharmError(f"{target} is incomplete right after the build; another process may be writing it")
+    return replace(info, cached=not installed)
 
 
 # ----------------------------------------------------------------------------------------------- corpus
@@ -176,7 +180,7 @@ def _corpus_files(data_dir: Path) -> list[Path]:
     return files
 
 
-def load_corpus(files: list[Path], seed: int) -> list[str]:
+def _load_corpus(files: list[Path], seed: int) -> list[str]:
     """Unique premises, conclusions and corrected sentences, shuffled with `seed` so sources interleave."""
     value_eval = pd.read_csv(files[0], sep="\t", usecols=["Conclusion", "Premise"], dtype=str)
     grammar = pd.read_csv(files[1], encoding="utf-8-sig", usecols=["target"], dtype=str)
@@ -190,7 +194,7 @@ def load_corpus(files: list[Path], seed: int) -> list[str]:
 # -------------------------------------------------------------------------------------------- tokenizer
 
 
-def train_tokenizer(docs: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+def _train_tokenizer(docs: list[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
     """Byte-level BPE (no unknown bytes) with Llama-style special tokens: `<s>` prepended on encode."""
     tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -213,13 +217,15 @@ def train_tokenizer(docs: list[str], vocab_size: int) -> PreTrainedTokenizerFast
         add_eos_token=False,
         chat_template=CHAT_TEMPLATE,
         clean_up_tokenization_spaces=False,
+        model_max_length=max_length,
     )
 
 
-def pack(docs: list[str], tokenizer: PreTrainedTokenizerFast, seq_len: int) -> torch.Tensor:
+def _pack(docs: list[str], tokenizer: PreTrainedTokenizerFast, seq_len: int) -> torch.Tensor:
     """`<s> doc </s>` for every document, concatenated and cut into rows of `seq_len` (remainder dropped)."""
-    ids = tokenizer(docs, add_special_tokens=False)["input_ids"]
-    flat = [tok for doc in ids for tok in (tokenizer.bos_token_id, *doc, tokenizer.eos_token_id)]
+    # the backend directly: documents longer than model_max_length are fine here, they get cut into rows
+    encodings = tokenizer.backend_tokenizer.encode_batch(docs, add_special_tokens=False)
+    flat = [tok for enc in encodings for tok in (tokenizer.bos_token_id, *enc.ids, tokenizer.eos_token_id)]
     n_rows = len(flat) // seq_len
     if n_rows == 0:
         raise ValueharmError(f"corpus too small: {len(flat)} tokens for sequences of {seq_len}")
@@ -229,7 +235,7 @@ def pack(docs: list[str], tokenizer: PreTrainedTokenizerFast, seq_len: int) -> t
 # -------------------------------------------------------------------------------------------- pretraining
 
 
-def make_model(spec: TinySpec, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+def _make_model(spec: TinySpec, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     """A randomly initialised Llama with `spec`'s shape and the tokenizer's special ids."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -271,9 +277,8 @@ def _lr_factor(step: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def pretrain(model: LlamaForCausalLM, rows: torch.Tensor, spec: TinySpec, progress: bool) -> list[float]:
+def _pretrain(model: LlamaForCausalLM, rows: torch.Tensor, spec: TinySpec, progress: bool) -> list[float]:
     """Plain AdamW loop over packed rows; returns the loss of every step."""
-    torch.manual_seed(spec.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.01, betas=(0.9, 0.95))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, spec.train_steps))
     batches = _batches(rows, min(spec.batch_size, len(rows)), spec.seed)
@@ -295,16 +300,19 @@ def pretrain(model: LlamaForCausalLM, rows: torch.Tensor, spec: TinySpec, progre
 
 
 @contextlib.contextmanager
-def _progress_bar(enabled: bool, total: int, description: str) -> Iterator[callable]:
+def _progress_bar(enabled: bool, total: int, description: str) -> Iterator[Callable[[float], None]]:
     """A rich bar on stderr showing the running loss, or a no-op when disabled."""
     if not enabled:
         yield lambda loss: None
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task(description, total=total, loss="-")
         yield lambda loss: bar.update(task, advance=1, loss=f"{loss:.3f}")
 
@@ -318,6 +326,18 @@ def _torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _no_transformers_bars() -> Iterator[None]:
+    """Hide transformers' one-step "Writing model shards" bar, which is noise beside our own."""
+    enabled = transformers.utils.logging.is_progress_bar_enabled()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def _available_cpus() -> int:
@@ -335,15 +355,17 @@ def _build_into(
 ) -> None:
     """Tokenizer, pretraining, save; the meta file goes last."""
     start = time.perf_counter()
-    docs = load_corpus(files, spec.seed)
-    tokenizer = train_tokenizer(docs, spec.vocab_size)
-    rows = pack(docs, tokenizer, spec.seq_len)
-    with _torch_threads(_available_cpus()):
+    docs = _load_corpus(files, spec.seed)
+    tokenizer = _train_tokenizer(docs, spec.vocab_size, spec.max_position)
+    rows = _pack(docs, tokenizer, spec.seq_len)
+    # fork_rng: seeding here must not disturb the caller's global RNG stream
+    with torch.random.fork_rng(devices=[]), _torch_threads(_available_cpus()):
         torch.manual_seed(spec.seed)
-        model = make_model(spec, tokenizer)
-        losses = pretrain(model, rows, spec, progress)
+        model = _make_model(spec, tokenizer)
+        losses = _pretrain(model, rows, spec, progress)
     tokenizer.save_pretrained(tmp)
-    model.save_pretrained(tmp)
+    with _no_transformers_bars():
+        model.save_pretrained(tmp)
     tail = losses[-min(10, len(losses)) :]
     meta = {
         "variant": spec.name,
@@ -355,22 +377,24 @@ def _build_into(
         "final_loss": sum(tail) / len(tail),
         "build_seconds": round(time.perf_counter() - start, 2),
         "corpus": {"files": checksums, "documents": len(docs), "tokens": rows.numel()},
-        "versions": {"torch": torch.__version__, "transformers": _transformers_version()},
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
     }
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.chmod(0o755)  # mkdtemp makes it private; a cache entry should read like any other directory
 
 
-def _install(tmp: Path, target: Path, key: str, force: bool) -> None:
-    """Move the finished build into place; on a race with a concurrent build of the same key keep theirs."""
-    if target.exists():
-        if not force and _meta_key(target) == key:
-            return
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
+def _install(tmp: Path, target: Path, key: str, force: bool) -> bool:
+    """Move the finished build into place; False when a concurrent build of the same key got there first."""
+    if not target.exists():
         os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-        return
+        return True
+    if not force and _load_complete(target, key) is not None:
+        return False
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / target.name)
     os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return True
 
 
 def _check_replaceable(target: Path) -> None:
@@ -398,11 +422,6 @@ def _load_complete(target: Path, key: str) -> TinyModelInfo | None:
     )
 
 
-def _meta_key(target: Path) -> str | None:
-    meta_path = target / META_FILE
-    return json.loads(meta_path.read_text()).get("key") if meta_path.is_file() else None
-
-
 def _cache_key(spec: TinySpec, checksums: dict[str, str]) -> str:
     """Short hash of the recipe (spec + version) and the corpus checksums."""
     payload = json.dumps({"recipe": RECIPE_VERSION, "spec": asdict(spec), "corpus": checksums}, sort_keys=True)
@@ -415,9 +434,3 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _transformers_version() -> str:
-    import transformers
-
-    return transformers.__version__
