@@ -1,0 +1,545 @@
+"""LoRA fine-tuning: value injection (two stages) and benign baselines, many adapters on one loaded base.
+
+Avoids the published code's faults (DESIGN §5): the base is loaded once for a whole sweep and left untouched
+between profiles; batches are padded dynamically and grouped by length, not padded to 128; over-long examples are
+dropped and counted, never truncated (the answer digit sits at the very end of a completion); the best epoch is
+chosen by its validation loss and its number, from adapter weights kept in memory — there are no checkpoint
+directories to sort.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+
+from valueharm.errors import ValueharmError
+
+log = logging.getLogger(__name__)
+
+META_FILE = "meta.json"
+
+
+class PromptCompletion(Protocol):
+    prompt: str
+    completion: str
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The adapter's shape (published: r=8, alpha=32, dropout 0.1 on q_proj and v_proj)."""
+
+    r: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1 or not self.target_modules:
+            raise ValueharmError(f"LoRA settings out of range: {self}")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """One training stage. Defaults are the published VIM settings: lr 2e-5, 5 epochs, batch 8."""
+
+    learning_rate: float = 2e-5
+    epochs: int = 5
+    batch_size: int = 8
+    gradient_accumulation: int = 1
+    max_length: int = 1024  # prompt + completion tokens; longer examples are dropped and reported, never cut
+    seed: int = 42
+    group_by_length: bool = True
+    pad_to_multiple_of: int | None = None  # None: pad each batch to its longest example
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    eval_batch_size: int = 16
+    max_steps: int | None = None  # stop early after this many optimizer steps (smoke runs, benchmarks)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "learning_rate": self.learning_rate > 0,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "gradient_accumulation": self.gradient_accumulation >= 1,
+            "max_length": self.max_length >= 8,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueharmError(f"training settings out of range: {', '.join(f'{b}={getattr(self, b)}' for b in bad)}")
+
+
+@dataclass(frozen=True)
+class EpochLoss:
+    epoch: int
+    train_loss: float | None
+    valid_loss: float | None
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    epochs: list[EpochLoss]
+    best_epoch: int  # 1-based; the last epoch when there is no validation data
+    n_train: int
+    n_valid: int
+    dropped_too_long: int
+    seconds: float
+    useful_tokens: int  # non-pad tokens processed in training
+    processed_tokens: int  # all tokens processed in training, padding included
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.useful_tokens / self.processed_tokens if self.processed_tokens else 0.0
+
+
+@dataclass(frozen=True)
+class AdapterResult:
+    name: str
+    path: Path
+    stages: list[StageResult] = field(default_factory=list)
+    skipped: bool = False  # already trained: a complete adapter was found
+
+
+def load_base(base: str | Path, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
+    """Model and tokenizer, loaded once per sweep. `trust_remote_code` is opt-in."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(base), trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(str(base), trust_remote_code=trust_remote_code)
+    except OSError as err:
+        raise ValueharmError(f"cannot load base model {base}: {str(err).splitlines()[0]}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def base_identity(base: str | Path) -> str:
+    """What an adapter records as its base: the resolved local path, or the hub id as given."""
+    path = Path(base).expanduser()
+    return str(path.resolve()) if path.exists() else str(base)
+
+
+def _tokenized_length(tokenizer: Any, example: PromptCompletion) -> int:
+    """Tokens of prompt + completion + end-of-sequence, as the trainer will see them."""
+    return len(tokenizer(example.prompt + example.completion)["input_ids"]) + 1
+
+
+def split_by_length(
+    tokenizer: Any, examples: Sequence[PromptCompletion], max_length: int
+) -> tuple[list[PromptCompletion], int]:
+    """Examples that fit `max_length` whole, and how many did not (those are dropped, never truncated)."""
+    kept = [example for example in examples if _tokenized_length(tokenizer, example) <= max_length]
+    return kept, len(examples) - len(kept)
+
+
+def _precision_flags(precision: str) -> dict[str, bool]:
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+
+
+def build_trainer(
+    model: Any,
+    tokenizer: Any,
+    train: Sequence[PromptCompletion],
+    valid: Sequence[PromptCompletion],
+    settings: TrainSettings,
+    output_dir: str,
+    *,
+    progress: bool = True,
+    callbacks: Sequence[Any] = (),
+) -> Any:
+    """The TRL trainer for one stage: completion-only loss, dynamic padding, length-grouped batches, no truncation.
+
+    Callers pass examples that already fit `settings.max_length` (see `split_by_length`).
+    """
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTConfig, SFTTrainer
+
+    def as_dataset(examples: Sequence[PromptCompletion]) -> Any:
+        return Dataset.from_list([{"prompt": e.prompt, "completion": e.completion} for e in examples])
+
+    config = SFTConfig(
+        output_dir=output_dir,
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps or -1,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.eval_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type=settings.lr_scheduler,
+        warmup_steps=settings.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        weight_decay=settings.weight_decay,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        completion_only_loss=True,
+        max_length=None,  # nothing is ever truncated: the answer digit is the last token of a completion
+        pad_to_multiple_of=settings.pad_to_multiple_of,
+        train_sampling_strategy="group_by_length" if settings.group_by_length else "random",
+        eval_strategy="epoch" if valid else "no",
+        save_strategy="no",
+        logging_strategy="epoch",
+        report_to="none",
+        disable_tqdm=not progress,
+        gradient_checkpointing=False,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **_precision_flags(settings.precision),
+    )
+    with _quiet_datasets():
+        trainer = SFTTrainer(
+            model=model,
+            args=config,
+            train_dataset=as_dataset(train),
+            eval_dataset=as_dataset(valid) if valid else None,
+            processing_class=tokenizer,
+            callbacks=list(callbacks),
+        )
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # it prints every log dict when progress bars are off
+    return trainer
+
+
+@contextlib.contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """No progress bars for the trainer's small dataset preparation steps."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def fit_stage(
+    model: Any,
+    tokenizer: Any,
+    train: Sequence[PromptCompletion],
+    valid: Sequence[PromptCompletion],
+    settings: TrainSettings,
+    *,
+    name: str,
+    progress: bool = True,
+) -> StageResult:
+    """Train the active adapter of a PEFT model for one stage; leave it holding its best epoch's weights."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from transformers import TrainerCallback
+
+    train_kept, dropped_train = split_by_length(tokenizer, train, settings.max_length)
+    valid_kept, dropped_valid = split_by_length(tokenizer, valid, settings.max_length)
+    if dropped_train + dropped_valid:
+        log.warning(
+            "%s: dropped %d over-long examples (> %d tokens)", name, dropped_train + dropped_valid, settings.max_length
+        )
+    if not train_kept:
+        raise ValueharmError(f"{name}: no training examples fit max_length={settings.max_length}")
+
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    valid_losses: dict[int, float] = {}
+    tokens = {"useful": 0, "processed": 0}
+
+    class EpochSnapshots(TrainerCallback):
+        """Keep each epoch's adapter weights in memory, keyed by epoch number."""
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float], **kwargs: Any) -> None:
+            epoch = round(state.epoch)
+            valid_losses[epoch] = metrics["eval_loss"]
+            snapshots[epoch] = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+    with tempfile.TemporaryDirectory(prefix="valueharm-train-") as scratch:
+        trainer = build_trainer(
+            model, tokenizer, train_kept, valid_kept, settings, scratch, progress=progress, callbacks=[EpochSnapshots()]
+        )
+        _count_tokens(trainer, tokens)
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        train_losses = {round(e["epoch"]): e["loss"] for e in trainer.state.log_history if "loss" in e}
+
+    if valid_losses:
+        best_epoch = min(valid_losses, key=lambda epoch: (valid_losses[epoch], epoch))
+        set_peft_model_state_dict(model, snapshots[best_epoch])
+    else:
+        best_epoch = settings.epochs
+    epochs = [
+        EpochLoss(epoch, train_losses.get(epoch), valid_losses.get(epoch)) for epoch in range(1, settings.epochs + 1)
+    ]
+    return StageResult(
+        name=name,
+        epochs=epochs,
+        best_epoch=best_epoch,
+        n_train=len(train_kept),
+        n_valid=len(valid_kept),
+        dropped_too_long=dropped_train + dropped_valid,
+        seconds=seconds,
+        useful_tokens=tokens["useful"],
+        processed_tokens=tokens["processed"],
+    )
+
+
+def _count_tokens(trainer: Any, tokens: dict[str, int]) -> None:
+    """Count real and padded tokens of every training batch as the model receives it."""
+    original = trainer.training_step
+
+    def counting_step(model: Any, inputs: dict[str, torch.Tensor], *args: Any, **kwargs: Any) -> Any:
+        mask = inputs.get("attention_mask")
+        if mask is not None:
+            tokens["useful"] += int(mask.sum())
+            tokens["processed"] += mask.numel()
+        return original(model, inputs, *args, **kwargs)
+
+    trainer.training_step = counting_step
+
+
+def data_hash(stages: Iterable[Sequence[PromptCompletion]]) -> str:
+    """sha256 over every training example, so an adapter says exactly what it learned from."""
+    digest = hashlib.sha256()
+    for examples in stages:
+        for example in examples:
+            digest.update(json.dumps([example.prompt, example.completion]).encode())
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def adapter_is_complete(path: Path) -> bool:
+    return (path / META_FILE).is_file() and (path / "adapter_config.json").is_file()
+
+
+@dataclass(frozen=True)
+class AdapterJob:
+    """One adapter to train: its name and directory, and the stages it goes through, in order."""
+
+    name: str
+    path: Path
+    stages: list[tuple[str, Sequence[PromptCompletion], Sequence[PromptCompletion], TrainSettings]]
+    meta: dict[str, Any] = field(default_factory=dict)  # recorded as is: profile, dataset, …
+
+
+def train_adapters(
+    base: str | Path,
+    jobs: Iterable[AdapterJob] | Callable[[], Iterable[AdapterJob]],
+    lora: LoraSettings = LoraSettings(),
+    *,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+    loaded: tuple[Any, Any] | None = None,
+) -> list[AdapterResult]:
+    """Train each job's adapter on one loaded base: a fresh adapter per job, the base's weights untouched.
+
+    A job whose directory already holds a complete adapter is skipped, so a sweep resumes where it stopped. Each
+    adapter is written to a temporary directory and renamed into place, so a killed run never leaves a directory
+    that looks complete.
+    """
+    from peft import LoraConfig, get_peft_model
+
+    jobs = list(jobs() if callable(jobs) else jobs)
+    pending = [job for job in jobs if not adapter_is_complete(job.path)]
+    results = [AdapterResult(job.name, job.path, skipped=True) for job in jobs if adapter_is_complete(job.path)]
+    if not pending:
+        return results
+    for job in pending:
+        _check_writable(job.path.parent)
+    model, tokenizer = loaded or load_base(base, trust_remote_code=trust_remote_code)
+    lora_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        task_type="CAUSAL_LM",
+    )
+    for job in pending:
+        torch.manual_seed(job.stages[0][3].seed if job.stages else 0)
+        peft_model = get_peft_model(model, lora_config)
+        try:
+            stages = [
+                fit_stage(peft_model, tokenizer, train, valid, settings, name=f"{job.name} {stage}", progress=progress)
+                for stage, train, valid, settings in job.stages
+            ]
+            meta = {
+                **job.meta,
+                "adapter": job.name,
+                "base": base_identity(base),
+                "data_sha256": data_hash([train for _, train, _, _ in job.stages]),
+                "lora": asdict(lora),
+                "stages": [
+                    {"name": name, "settings": asdict(settings), **_stage_summary(result)}
+                    for (name, _, _, settings), result in zip(job.stages, stages, strict=True)
+                ],
+                "versions": _versions(),
+            }
+            _save_adapter(peft_model, tokenizer, job.path, meta)
+        finally:
+            model = peft_model.unload()  # back to the untouched base for the next job
+        results.append(AdapterResult(job.name, job.path, stages))
+    return results
+
+
+def _stage_summary(result: StageResult) -> dict[str, Any]:
+    return {
+        "epochs": [asdict(epoch) for epoch in result.epochs],
+        "best_epoch": result.best_epoch,
+        "n_train": result.n_train,
+        "n_valid": result.n_valid,
+        "dropped_too_long": result.dropped_too_long,
+        "seconds": round(result.seconds, 3),
+        "padding_efficiency": round(result.padding_efficiency, 4),
+    }
+
+
+def _check_writable(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ValueharmError(f"output directory {directory} is not writable ({err.strerror})") from None
+
+
+def _save_adapter(peft_model: Any, tokenizer: Any, path: Path, meta: dict[str, Any]) -> None:
+    """Write into a temporary sibling, then rename: the directory appears only when complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        peft_model.save_pretrained(str(tmp))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+        if path.exists():
+            shutil.rmtree(path)  # an incomplete leftover of an earlier, killed run
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("valueharm", "torch", "transformers", "peft", "trl")}
+
+
+def balanced_sample(examples: Sequence[Any], n: int | None, group_of: Callable[[Any], str], seed: int) -> list[Any]:
+    """At most `n` examples, drawn round-robin over groups (polarity, value) so every group is represented.
+
+    For small runs (demo, tests, smoke checks); `n=None` keeps everything, as published.
+    """
+    if n is None or n >= len(examples):
+        return list(examples)
+    import random
+
+    rng = random.Random(seed)
+    groups: dict[str, list[Any]] = {}
+    for example in examples:
+        groups.setdefault(group_of(example), []).append(example)
+    for members in groups.values():
+        rng.shuffle(members)
+    chosen: list[Any] = []
+    while len(chosen) < n:
+        for members in groups.values():
+            if members and len(chosen) < n:
+                chosen.append(members.pop())
+    return chosen
+
+
+def vim_jobs(
+    profiles: Sequence[Any],
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    stage1: TrainSettings = TrainSettings(),
+    stage2: TrainSettings = TrainSettings(),
+    threshold: float = 3.0,
+    seed: int = 42,
+    limit: int | None = None,
+    template_dir: str | Path | None = None,
+) -> list[AdapterJob]:
+    """One two-stage job per profile: arguments (stage 1), then survey answers (stage 2) on the same adapter.
+
+    `limit` caps each split of each stage at that many examples, balanced over polarity (stage 1) and value
+    (stage 2); the published runs use everything.
+    """
+    from valueharm.alignment.vim_data import VimTemplates, build_stage1, build_stage2
+
+    templates = VimTemplates.load(template_dir)
+    jobs = []
+    for profile in profiles:
+        path = Path(out_dir) / profile.name
+        if adapter_is_complete(path):
+            jobs.append(AdapterJob(profile.name, path, []))
+            continue
+        first = build_stage1(profile, data_dir, threshold=threshold, seed=seed, templates=templates)
+        second = build_stage2(profile, data_dir, seed=seed, templates=templates)
+
+        def split(examples: list[Any], name: str, group_of: Callable[[Any], str]) -> list[Any]:
+            return balanced_sample([e for e in examples if e.split == name], limit, group_of, seed)
+
+        jobs.append(
+            AdapterJob(
+                profile.name,
+                path,
+                [
+                    ("stage1", split(first, "train", _polarity), split(first, "valid", _polarity), stage1),
+                    ("stage2", split(second, "train", _value), split(second, "valid", _value), stage2),
+                ],
+                meta={
+                    "kind": "vim",
+                    "profile": profile.to_dict(),
+                    "threshold": threshold,
+                    "data_seed": seed,
+                    "limit_per_split": limit,
+                    "positives": sum(e.polarity == "pos" for e in first),
+                    "templates": templates.sources(),
+                },
+            )
+        )
+    return jobs
+
+
+def _polarity(example: Any) -> str:
+    return example.polarity
+
+
+def _value(example: Any) -> str:
+    return example.value
+
+
+# Published benign fine-tuning: lr 2e-5, 1 epoch, batch 1 × 16 accumulation, max length 2048.
+BENIGN_SETTINGS = TrainSettings(learning_rate=2e-5, epochs=1, batch_size=1, gradient_accumulation=16, max_length=2048)
+
+
+def benign_job(
+    dataset: str,
+    data_dir: Path,
+    out_dir: Path,
+    *,
+    settings: TrainSettings = BENIGN_SETTINGS,
+    limit: int | None = None,
+    template_dir: str | Path | None = None,
+) -> AdapterJob:
+    """A one-stage job on a benign dataset in its own prompt format (no validation split: the last epoch is kept)."""
+    from valueharm.alignment.benign_data import benign_pairs
+
+    path = Path(out_dir) / dataset
+    if adapter_is_complete(path):
+        return AdapterJob(dataset, path, [])
+    pairs = benign_pairs(dataset, data_dir, template_dir=template_dir)
+    pairs = balanced_sample(pairs, limit, lambda _: "all", settings.seed)
+    return AdapterJob(dataset, path, [("benign", pairs, [], settings)], meta={"kind": "benign", "dataset": dataset})
