@@ -77,7 +77,7 @@ def test_import_errors_name_the_line(tmp_path: Path):
     )
     path.write_text(good + "\n" + json.dumps({"model_key": "m", "prompt": "p"}) + "\n")
     with RunStore(tmp_path / "r.sqlite") as store:
-        with pytest.raises(ValueharmError, match=r"in\.jsonl:2: generation record lacks field\(s\) benchmark"):
+        with pytest.raises(ValueharmError, match=r"in\.jsonl:2: generation record lacks field\(s\): benchmark"):
             store.import_generations(path)
         assert store.generations() == []  # nothing half-imported
         path.write_text(good.replace('"t"}', '"t", "key": "forged"}') + "\n")
