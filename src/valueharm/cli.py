@@ -25,10 +25,14 @@ data_app = typer.Typer(help="Datasets: list, check, fetch.", no_args_is_help=Tru
 profiles_app = typer.Typer(help="Target value profiles.", no_args_is_help=True)
 benchmarks_app = typer.Typer(help="Safety benchmarks.", no_args_is_help=True)
 tiny_app = typer.Typer(help="The small offline base model used by the demo and tests.", no_args_is_help=True)
+vim_app = typer.Typer(help="Value-injection (VIM) training data.", no_args_is_help=True)
+train_app = typer.Typer(help="LoRA fine-tuning: VIM profiles and benign baselines.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(profiles_app, name="profiles")
 app.add_typer(benchmarks_app, name="benchmarks")
 app.add_typer(tiny_app, name="tiny")
+app.add_typer(vim_app, name="vim")
+app.add_typer(train_app, name="train")
 
 # Piped output keeps whole table cells instead of wrapping them to 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 160)
@@ -39,6 +43,24 @@ DataDir = Annotated[
     typer.Option("--data-dir", help=f"Data directory (default: ${paths.DATA_ENV}, else the user cache)."),
 ]
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ProfileNames = Annotated[list[str] | None, typer.Option("--profile", help="A profile by name (repeatable).")]
+ProfileSets = Annotated[list[str] | None, typer.Option("--set", help="A profile set, e.g. vim154 (repeatable).")]
+ProfileFiles = Annotated[
+    list[Path] | None, typer.Option("--profiles-file", help="Custom profiles (YAML/CSV); all of them are used.")
+]
+TemplateDir = Annotated[
+    Path | None, typer.Option(help="Directory of <name>.txt files that replace built-in prompt templates.")
+]
+Progress = Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")]
+
+
+def _profiles(names: list[str] | None, sets: list[str] | None, files: list[Path] | None, data_dir: Path) -> list:
+    from valueharm.values import resolve_profiles
+
+    profiles = resolve_profiles(names or [], sets or [], files or [], data_dir=data_dir)
+    if not profiles:
+        raise ValueharmError("no profiles given: use --profile NAME, --set NAME or --profiles-file FILE")
+    return profiles
 
 
 def _print_json(payload: Any) -> None:
@@ -268,6 +290,234 @@ def tiny_build(
         f"tiny model ({info.variant}) {state}: {info.n_params / 1e6:.2f} M parameters, "
         f"{info.size_bytes / 1e6:.1f} MB, final loss {info.final_loss:.3f}\n{info.path}"
     )
+
+
+# ------------------------------------------------------------------------------------------------------------ vim
+
+
+@vim_app.command("build-data")
+def vim_build_data(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for stage1.jsonl, stage2.jsonl, counts.json.")],
+    profile: Annotated[str, typer.Option(help="Profile name.")],
+    profiles_file: Annotated[Path | None, typer.Option(help="Custom profiles file to look the name up in.")] = None,
+    threshold: Annotated[float, typer.Option(help="Stage 1: argument score ≥ threshold means 'would say'.")] = 3.0,
+    seed: Annotated[int, typer.Option(help="Split and stochastic-rounding seed (published: 42).")] = 42,
+    template_dir: TemplateDir = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write one profile's two-stage VIM training data."""
+    from valueharm.alignment.vim_data import VimTemplates, write_vim_data
+    from valueharm.values import get_profile, read_profile_file
+
+    directory = paths.data_dir(data_dir)
+    chosen = get_profile(profile, directory, read_profile_file(profiles_file) if profiles_file else [])
+    counts = write_vim_data(
+        chosen, directory, out_dir, threshold=threshold, seed=seed, templates=VimTemplates.load(template_dir)
+    )
+    if as_json:
+        _print_json(counts.to_json())
+        return
+    table = Table("stage", "split", "examples", title=f"VIM data for {chosen.name} → {out_dir}")
+    for split, by_polarity in counts.stage1.items():
+        table.add_row("1", split, ", ".join(f"{k} {v}" for k, v in by_polarity.items()))
+    for split, by_value in counts.stage2.items():
+        table.add_row("2", split, str(sum(by_value.values())))
+    out.print(table)
+    for warning in counts.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+
+
+# ---------------------------------------------------------------------------------------------------------- train
+
+Base = Annotated[str, typer.Option("--base", help="Base model: a local path or hub id.")]
+TrustRemoteCode = Annotated[bool, typer.Option(help="Run code shipped with the model (off unless asked).")]
+
+
+def _settings(**values: object) -> object:
+    from valueharm.training import TrainSettings
+
+    return TrainSettings(**{key: value for key, value in values.items() if value is not None})
+
+
+@train_app.command("vim")
+def train_vim(
+    base: Base,
+    out_dir: Annotated[Path, typer.Option("--out", help="Adapters go to OUT/<profile>/.")],
+    profile: ProfileNames = None,
+    profile_set: ProfileSets = None,
+    profiles_file: ProfileFiles = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per stage (published: 5).")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Learning rate (published: 2e-5).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (published: 8).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Longer examples are dropped, never cut.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most N examples per split and stage (small runs).")] = None,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 8,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.1,
+    target_modules: Annotated[str, typer.Option(help="Comma-separated modules to adapt.")] = "q_proj,v_proj",
+    threshold: Annotated[float, typer.Option(help="Stage-1 'would say' threshold.")] = 3.0,
+    seed: Annotated[int, typer.Option(help="Data and training seed.")] = 42,
+    template_dir: TemplateDir = None,
+    trust_remote_code: TrustRemoteCode = False,
+    data_dir: DataDir = None,
+    progress: Progress = True,
+) -> None:
+    """Train VIM adapters for many profiles in one process, loading the base model once."""
+    from valueharm.training import LoraSettings, train_adapters, vim_jobs
+
+    directory = paths.data_dir(data_dir)
+    profiles = _profiles(profile, profile_set, profiles_file, directory)
+    settings = _settings(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size, max_length=max_length,
+                         seed=seed)  # fmt: skip
+    lora = LoraSettings(lora_r, lora_alpha, lora_dropout, tuple(m.strip() for m in target_modules.split(",")))
+    jobs = vim_jobs(profiles, directory, out_dir, stage1=settings, stage2=settings, threshold=threshold, seed=seed,
+                    limit=limit, template_dir=template_dir)  # fmt: skip
+    _report_training(train_adapters(base, jobs, lora, trust_remote_code=trust_remote_code, progress=progress))
+
+
+@train_app.command("benign")
+def train_benign(
+    base: Base,
+    dataset: Annotated[str, typer.Option(help="grammar, alpaca, dolly or samsum.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="The adapter goes to OUT/<dataset>/.")],
+    epochs: Annotated[int | None, typer.Option(help="Epochs (published: 1).")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Learning rate (published: 2e-5).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (published: 1, with 16 accumulation).")] = None,
+    gradient_accumulation: Annotated[int | None, typer.Option(help="Accumulation steps (published: 16).")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Longer examples are dropped (published: 2048).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Train on a seeded sample of N examples.")] = None,
+    template_dir: TemplateDir = None,
+    trust_remote_code: TrustRemoteCode = False,
+    data_dir: DataDir = None,
+    progress: Progress = True,
+) -> None:
+    """Train a benign fine-tuning baseline adapter in the dataset's own prompt format."""
+    from dataclasses import replace
+
+    from valueharm.training import BENIGN_SETTINGS, benign_job, train_adapters
+
+    changes = {"epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size,
+               "gradient_accumulation": gradient_accumulation, "max_length": max_length}  # fmt: skip
+    settings = replace(BENIGN_SETTINGS, **{k: v for k, v in changes.items() if v is not None})
+    job = benign_job(dataset, paths.data_dir(data_dir), out_dir, settings=settings, limit=limit,
+                     template_dir=template_dir)  # fmt: skip
+    _report_training(train_adapters(base, [job], trust_remote_code=trust_remote_code, progress=progress))
+
+
+def _report_training(results: list) -> None:
+    table = Table("adapter", "stage", "examples", "best epoch", "valid loss", "padding eff.", "seconds", "path")
+    for result in results:
+        if result.skipped:
+            table.add_row(result.name, "[dim]already trained[/]", "", "", "", "", "", str(result.path))
+        for stage in result.stages:
+            best = stage.epochs[stage.best_epoch - 1].valid_loss
+            table.add_row(result.name, stage.name, str(stage.n_train), str(stage.best_epoch),
+                          "" if best is None else f"{best:.4f}", f"{stage.padding_efficiency:.2f}",
+                          f"{stage.seconds:.1f}", str(result.path))  # fmt: skip
+    out.print(table)
+
+
+# ------------------------------------------------------------------------------------------------------- generate
+
+
+def _key_values(pairs: list[str] | None, option: str) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueharmError(f"{option} {pair!r}: expected NAME=VALUE")
+        parsed[key] = value
+    return parsed
+
+
+def _scalar(text: str) -> object:
+    """A command-line value as the number or boolean it spells, else the string."""
+    lowered = text.lower()
+    if lowered in {"true", "false"}:
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+@app.command("generate")
+def generate(
+    base: Base,
+    benchmark: Annotated[str, typer.Option(help="rtp, holisticbiasr, hex-phi, beavertails or advbench.")],
+    run: Annotated[Path, typer.Option("--run", help="Run directory (results.sqlite is written there).")],
+    method: Annotated[str, typer.Option(help="vanilla, vim, icl or benign.")] = "vanilla",
+    profile: ProfileNames = None,
+    profile_set: ProfileSets = None,
+    profiles_file: ProfileFiles = None,
+    dataset: Annotated[list[str] | None, typer.Option(help="Benign dataset(s), for --method benign.")] = None,
+    adapter: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=DIR: the adapter of a profile or benign dataset (default RUN/adapters/METHOD/NAME)."),
+    ] = None,
+    mitigation: Annotated[str | None, typer.Option(help="safety, value or dual.")] = None,
+    set_aside: Annotated[str | None, typer.Option(help="Comma-separated values the value instruction names.")] = None,
+    limit: Annotated[int | None, typer.Option(help="First N benchmark items (default: the published limit).")] = None,
+    samples: Annotated[int | None, typer.Option(help="Samples per item (default: published).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Default: published.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Default: 0.1.")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Default: 0.75.")] = None,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    backend: Annotated[str, typer.Option(help="hf, vllm or openai.")] = "hf",
+    backend_option: Annotated[
+        list[str] | None, typer.Option(help="KEY=VALUE for the backend, e.g. base_url=…, model=… (repeatable).")
+    ] = None,
+    template_dir: TemplateDir = None,
+    data_dir: DataDir = None,
+    progress: Progress = True,
+) -> None:
+    """Generate a method's continuations of a benchmark into the run's store (re-running resumes)."""
+    from valueharm.alignment.prompts import ModelSpec, PromptTemplates
+    from valueharm.data.benchmarks import BENCHMARKS
+    from valueharm.generation.run import generate_slice, open_backend, sampling_params
+    from valueharm.store import RunStore
+    from valueharm.training import base_identity
+
+    directory = paths.data_dir(data_dir)
+    chosen = BENCHMARKS.get(benchmark)
+    adapters = _key_values(adapter, "--adapter")
+    aside = tuple(v.strip() for v in set_aside.split(",")) if set_aside else ()
+
+    def spec(profile_=None, dataset_=None) -> ModelSpec:
+        name = dataset_ or (profile_.name if profile_ else None)
+        path = (
+            Path(adapters.get(name) or run / "adapters" / method / str(name)) if method in {"vim", "benign"} else None
+        )
+        return ModelSpec(method, profile_, dataset_, path, mitigation, aside)
+
+    if method == "benign":
+        specs = [spec(dataset_=name) for name in dataset or []] or [spec()]
+    elif method == "vanilla":
+        specs = [spec()]
+    else:
+        specs = [spec(p) for p in _profiles(profile, profile_set, profiles_file, directory)]
+    templates = PromptTemplates.load(template_dir)
+    params = sampling_params(chosen, templates, seed=seed, temperature=temperature, top_p=top_p,
+                             max_new_tokens=max_new_tokens)  # fmt: skip
+    items = chosen.load(directory, limit)
+    options = {key: _scalar(value) for key, value in _key_values(backend_option, "--backend-option").items()}
+    with RunStore(run / "results.sqlite") as store:
+        served = open_backend(backend, base, specs, **options)
+        try:
+            summary = generate_slice(store, served, specs, chosen, items, base_model=base_identity(base),
+                                     params=params, samples=samples or chosen.defaults.samples,
+                                     templates=templates, progress=progress)  # fmt: skip
+        finally:
+            served.close()
+    out.print(
+        f"{chosen.name}: {summary.planned} planned, {summary.already_stored} already stored, "
+        f"{summary.generated} generated ({summary.failed} failed) → {run / 'results.sqlite'}"
+    )
+    if summary.failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

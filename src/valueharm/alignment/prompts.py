@@ -1,0 +1,144 @@
+"""Prompt methods: how each model under test sees a benchmark item (one registry, DESIGN §2).
+
+- `vanilla`: the base model; completion benchmarks get the raw text, instruction benchmarks a question/answer
+  format;
+- `vim`: the base with a profile's value-injection adapter, same formats;
+- `benign`: the base with a benign fine-tune's adapter, same formats;
+- `icl`: the base given a role-play preamble that defines the ten values and lists the profile's scores;
+- any of them with a mitigation prefix: a safety instruction, a value instruction naming values to set aside,
+  or both (`dual`).
+
+Stop rules depend on the benchmark only, never on the method (the published code stopped vanilla at "\\n"/"."
+but VIM never): instruction benchmarks stop where the model starts a new question, completions run to length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from valueharm.data.benchmarks import BenchmarkItem, BenchmarkKind
+from valueharm.errors import ValueharmError
+from valueharm.registry import Registry
+from valueharm.templates import Template, load_template
+from valueharm.values import VALUES, ValueProfile
+
+MITIGATIONS = ("safety", "value", "dual")
+ADAPTER_METHODS = ("vim", "benign")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model under test: a prompt method on the base, with its adapter and/or profile, maybe mitigated."""
+
+    method: str
+    profile: ValueProfile | None = None
+    dataset: str | None = None  # the benign dataset, for `benign`
+    adapter_path: Path | None = None  # for `vim` and `benign`
+    mitigation: str | None = None
+    set_aside: tuple[str, ...] = field(default=())  # values the value instruction names
+
+    def __post_init__(self) -> None:
+        METHODS.get(self.method)  # unknown methods fail here, listing the known ones
+        needs_profile = self.method in {"vim", "icl"} or (self.mitigation in {"value", "dual"} and not self.set_aside)
+        if needs_profile and self.profile is None:
+            raise ValueharmError(f"method {self.method!r}{self._mitigated}: needs a profile")
+        if self.method == "benign" and not self.dataset:
+            raise ValueharmError("method 'benign': needs the benign dataset's name")
+        if self.method in ADAPTER_METHODS and self.adapter_path is None:
+            raise ValueharmError(f"method {self.method!r} ({self.name}): needs an adapter directory")
+        if self.mitigation is not None and self.mitigation not in MITIGATIONS:
+            raise ValueharmError(f"unknown mitigation {self.mitigation!r}; known: {', '.join(MITIGATIONS)}")
+        unknown = [value for value in self.set_aside if value not in VALUES]
+        if unknown:
+            raise ValueharmError(f"values to set aside not among the ten values: {', '.join(unknown)}")
+
+    @property
+    def _mitigated(self) -> str:
+        return f"+mitigation:{self.mitigation}" if self.mitigation else ""
+
+    @property
+    def name(self) -> str:
+        """The unmitigated model: `vanilla`, `vim/Pow`, `icl/Pow`, `benign/grammar`."""
+        if self.method == "vanilla":
+            return "vanilla"
+        return f"{self.method}/{self.dataset if self.method == 'benign' else self.profile.name}"  # type: ignore[union-attr]
+
+    @property
+    def model_key(self) -> str:
+        return self.name + self._mitigated
+
+    @property
+    def adapter(self) -> str | None:
+        """The name its adapter is served under, or None for the base model."""
+        return self.name if self.method in ADAPTER_METHODS else None
+
+    def values_to_set_aside(self) -> tuple[str, ...]:
+        """The given list, else the profile's most important values."""
+        if self.set_aside:
+            return self.set_aside
+        assert self.profile is not None  # checked in __post_init__
+        top = max(self.profile.scores.values())
+        return tuple(value for value in VALUES if self.profile.scores[value] == top)
+
+
+@dataclass(frozen=True)
+class PromptTemplates:
+    instruction: Template
+    icl_preamble: Template
+    safety: Template
+    value: Template
+
+    @classmethod
+    def load(cls, template_dir: str | Path | None = None) -> PromptTemplates:
+        names = ("instruction_format", "icl_preamble", "mitigation_safety", "mitigation_value")
+        return cls(*(load_template(name, template_dir=template_dir) for name in names))
+
+    def instruction_stop(self) -> tuple[str, ...]:
+        """Where an answer ends: the model starting the next question (the format's first line prefix)."""
+        prefix = self.instruction.text.split("{query}")[0].strip()
+        return (f"\n{prefix}",) if prefix else ()
+
+
+PromptMethod = Callable[[ModelSpec, str, PromptTemplates], str]
+METHODS: Registry[PromptMethod] = Registry("prompt method")
+
+
+def benchmark_text(item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates) -> str:
+    """The item as every method shows it: raw for completions, in the question/answer format for instructions."""
+    if kind is BenchmarkKind.COMPLETION:
+        return item.text
+    return templates.instruction.render(query=item.text)
+
+
+@METHODS.register("vanilla")
+@METHODS.register("vim")
+@METHODS.register("benign")
+def _as_is(spec: ModelSpec, text: str, templates: PromptTemplates) -> str:
+    return text  # the adapter, not the prompt, is what differs
+
+
+@METHODS.register("icl")
+def _icl(spec: ModelSpec, text: str, templates: PromptTemplates) -> str:
+    assert spec.profile is not None
+    ratings = "\n".join(f"- {value}: {spec.profile.scores[value]:g}" for value in VALUES)
+    return templates.icl_preamble.render(ratings=ratings).rstrip() + "\n\n" + text
+
+
+def build_prompt(spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates) -> str:
+    """The exact model input for one item: mitigation prefix, then the method's prompt."""
+    prompt = METHODS.get(spec.method)(spec, benchmark_text(item, kind, templates), templates)
+    if spec.mitigation is None:
+        return prompt
+    prefixes = []
+    if spec.mitigation in {"safety", "dual"}:
+        prefixes.append(templates.safety.render())
+    if spec.mitigation in {"value", "dual"}:
+        prefixes.append(templates.value.render(values=", ".join(spec.values_to_set_aside())))
+    return "\n".join(p.strip() for p in prefixes) + "\n\n" + prompt
+
+
+def stop_rules(kind: BenchmarkKind, templates: PromptTemplates) -> tuple[str, ...]:
+    """The benchmark's stop strings, identical for every method compared on it."""
+    return templates.instruction_stop() if kind is BenchmarkKind.INSTRUCTION else ()
