@@ -36,3 +36,22 @@ def tiny_model_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         return build_tiny("test", data_dir=data_dir, progress=False).path
     except PermissionError:
         return build_tiny("test", data_dir=data_dir, out=tmp_path_factory.mktemp("tiny"), progress=False).path
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Small real adapters on the test model: VIM for Pow and Uni, benign on grammar (one process, one base load)."""
+    from valueharm.training import TrainSettings, benign_job, train_adapters, vim_jobs
+    from valueharm.values import get_profile
+
+    root = tmp_path_factory.mktemp("adapters")
+    quick = TrainSettings(learning_rate=5e-3, epochs=2, batch_size=8, seed=0)
+    profiles = [get_profile(name, data_dir) for name in ("Pow", "Uni")]
+    jobs = vim_jobs(profiles, data_dir, root / "vim", stage1=quick, stage2=quick, limit=24)
+    jobs.append(benign_job("grammar", data_dir, root / "benign", settings=quick, limit=24))
+    train_adapters(tiny_model_dir, jobs, progress=False)
+    return {
+        "vim/Pow": root / "vim" / "Pow",
+        "vim/Uni": root / "vim" / "Uni",
+        "benign/grammar": root / "benign" / "grammar",
+    }
