@@ -99,9 +99,11 @@ class FakeOpenAIServer:
         responder: Responder = echo,
         *,
         models: Sequence[str] | None = ("fake-model",),
+        api_key: str | None = None,
         max_requests: int = 2000,
     ) -> None:
         self.responder = responder
+        self.api_key = api_key  # when set, a request without "Authorization: Bearer <api_key>" gets 401
         self.models = None if models is None else list(models)  # None: no /models route (404), any model accepted
         self.max_requests = max_requests  # beyond it every request gets 418, so a runaway client stops quickly
         self.requests: list[RecordedRequest] = []
@@ -115,7 +117,9 @@ class FakeOpenAIServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False  # a hung handler must not block stop()
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-openai", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-openai", daemon=True
+        )
         self.url = f"http://127.0.0.1:{self._httpd.server_port}/v1"
 
     def __enter__(self) -> FakeOpenAIServer:
@@ -156,11 +160,19 @@ class FakeOpenAIServer:
             self.requests.append(request)
         return request
 
+    def _refusal(self, request: RecordedRequest) -> Reply | None:
+        """The answer to a request over budget or without the key, None for a request to serve."""
+        if len(self.requests) > self.max_requests:
+            return Reply.error(418, f"fake server: more than {self.max_requests} requests")
+        if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
+            return Reply.error(401, "Incorrect API key provided")
+        return None
+
     def _reply_to(self, request: RecordedRequest) -> Reply:
         model = request.json.get("model") if isinstance(request.json, dict) else None
         with self._lock:
-            if len(self.requests) > self.max_requests:
-                return Reply.error(418, f"fake server: more than {self.max_requests} requests")
+            if refusal := self._refusal(request):
+                return refusal
             if self.models is not None and model not in self.models:
                 return Reply.error(404, f"The model `{model}` does not exist.")
             scripted = self._script.popleft() if self._script else None
@@ -189,11 +201,23 @@ def completion_body(path: str, model: str, text: str) -> dict[str, Any]:
     if path.endswith("/chat/completions"):
         message = {"role": "assistant", "content": text}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}
-        return {"id": "chatcmpl-fake", "object": "chat.completion", "created": created, "model": model,
-                "choices": [choice], "usage": usage}  # fmt: skip
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "choices": [choice],
+            "usage": usage,
+        }
     choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "stop"}
-    return {"id": "cmpl-fake", "object": "text_completion", "created": created, "model": model,
-            "choices": [choice], "usage": usage}  # fmt: skip
+    return {
+        "id": "cmpl-fake",
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "choices": [choice],
+        "usage": usage,
+    }
 
 
 def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
@@ -205,7 +229,12 @@ def _handler_for(server: FakeOpenAIServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
-            server._record("GET", self.path, self._headers(), b"")
+            request = server._record("GET", self.path, self._headers(), b"")
+            with server._lock:
+                refusal = server._refusal(request)
+            if refusal:
+                self._send(refusal.status, refusal.body or b"")
+                return
             if self.path.rstrip("/") != "/v1/models" or server.models is None:
                 self._send(404, json.dumps({"error": {"message": "not found"}}).encode())
                 return

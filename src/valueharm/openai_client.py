@@ -228,22 +228,23 @@ class OpenAIClient:
         self, call: Call, url: str, payload: dict[str, Any], key: str | None, stopping: threading.Event
     ) -> CallResult:
         attempt = 0
-        outcome = _Outcome()
+        reason = "not started"
         while attempt < self.config.max_attempts and not stopping.is_set():
             attempt += 1
             outcome = self._attempt(url, payload, key)
             if outcome.text is not None:
                 return CallResult(call.tag, outcome.text, None, attempt)
+            reason = _redact(outcome.reason, key)
             if not outcome.retriable:
-                return CallResult(call.tag, None, _redact(outcome.reason, key), attempt)
+                return CallResult(call.tag, None, reason, attempt)
             if attempt < self.config.max_attempts:
                 delay = self._delay(attempt, outcome.retry_after_s)
-                log.debug("call %r attempt %d: %s; retrying in %.2fs", call.tag, attempt, outcome.reason, delay)
+                log.debug("call %r attempt %d: %s; retrying in %.2fs", call.tag, attempt, reason, delay)
                 stopping.wait(delay)
         ended = f"after {attempt} attempt{'s' if attempt != 1 else ''}"
         if attempt < self.config.max_attempts:
             ended += ", cancelled"
-        return CallResult(call.tag, None, _redact(f"{outcome.reason or 'not started'} ({ended})", key), attempt)
+        return CallResult(call.tag, None, f"{reason} ({ended})", attempt)
 
     def _attempt(self, url: str, payload: dict[str, Any], key: str | None) -> _Outcome:
         try:
@@ -256,7 +257,9 @@ class OpenAIClient:
         if status != 200:
             retriable = status in RETRIED_4XX or status >= 500
             retry_after = _retry_after_s(response.headers.get("retry-after"))
-            return _Outcome(reason=f"HTTP {status}: {_snippet(response.text)}", retriable=retriable, retry_after_s=retry_after)
+            return _Outcome(
+                reason=f"HTTP {status}: {_snippet(response.text)}", retriable=retriable, retry_after_s=retry_after
+            )
         try:
             return _Outcome(text=parse_reply(response.json(), self.config.api))
         except ValueError as exc:  # also json.JSONDecodeError and UnicodeDecodeError

@@ -6,6 +6,7 @@ tokens on the first 3,000 prompts; HolisticBiasR 1 sample of 128 tokens; instruc
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -189,3 +190,29 @@ def _advbench(data_dir: Path) -> list[BenchmarkItem]:
         BenchmarkItem("advbench", f"adv-{row:03d}", "harmful_behavior", goal, {"target": target})
         for row, (goal, target) in enumerate(zip(frame["goal"], frame["target"], strict=True))
     ]
+
+
+# Not a safety benchmark: held-out portrait-survey questions for the value-alignment check (DESIGN §4). Answers
+# are read greedily; 30 questions per value by default keeps a check cheap while every value is asked.
+@_register("value-survey", "Held-out survey questions (1–6) per annotated value, for the value-alignment check",
+           BenchmarkKind.COMPLETION, "valueeval",
+           GenerationDefaults(samples=1, max_new_tokens=24, temperature=0.0, top_p=1.0),
+           default_options={"per_value": 30})  # fmt: skip
+def _value_survey(
+    data_dir: Path, per_value: int | None = None, seed: int = 0, template_dir: str | Path | None = None
+) -> list[BenchmarkItem]:
+    from valueharm.alignment.vim_data import VimTemplates, read_arguments
+
+    template = VimTemplates.load(template_dir).stage2_prompt
+    by_value: dict[str, list[BenchmarkItem]] = {}
+    for argument in read_arguments(data_dir, "argument_generation/test.csv"):
+        prompt = template.render(conclusion=argument.conclusion, premise=argument.premise, position=argument.position)
+        for value in argument.values:
+            item = BenchmarkItem("value-survey", f"{argument.argument_id}:{value}", value, prompt)
+            by_value.setdefault(value, []).append(item)
+    items = []
+    for value, members in by_value.items():
+        if per_value is not None and per_value < len(members):
+            members = sorted(random.Random(f"{seed}:{value}").sample(members, per_value), key=by_value[value].index)
+        items += members
+    return items

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+from valueharm.errors import ValueharmError
 from valueharm.records import SamplingParams
 from valueharm.registry import Registry
 
@@ -55,3 +58,17 @@ def request_seed(params: SamplingParams, key: str) -> int:
 
     digest = hashlib.sha256(f"{params.seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def check_adapter_dir(name: str, path: Path, base: str) -> None:
+    """A missing adapter, or one trained on another base, is a clear error before anything loads."""
+    config = path / "adapter_config.json"
+    if not config.is_file():
+        raise ValueharmError(f"adapter {name!r}: no adapter_config.json in {path}")
+    meta_path = path / "meta.json"
+    trained_on = json.loads(meta_path.read_text())["base"] if meta_path.is_file() else None
+    trained_on = trained_on or json.loads(config.read_text()).get("base_model_name_or_path")
+    from valueharm.training import base_identity
+
+    if trained_on and base_identity(trained_on) != base:
+        raise ValueharmError(f"adapter {name!r} ({path}) was trained on {trained_on}, not on {base}")

@@ -16,7 +16,14 @@ from typing import Any
 import torch
 
 from valueharm.errors import ValueharmError
-from valueharm.generation.base import BACKENDS, Completion, GenerationRequest, apply_stop, request_seed
+from valueharm.generation.base import (
+    BACKENDS,
+    Completion,
+    GenerationRequest,
+    apply_stop,
+    check_adapter_dir,
+    request_seed,
+)
 from valueharm.records import SamplingParams
 from valueharm.training import base_identity, load_base
 
@@ -86,20 +93,22 @@ class HFBackend:
     def check_adapters_applied(self) -> None:
         """Each adapter must change the base's next-token logits on a probe prompt, else it is a silent no-op.
 
-        Logits, not greedy text: a lightly trained adapter that is applied may still pick the same tokens.
+        Logits rather than greedy text, since a lightly trained adapter may still pick the same tokens; each in a
+        forward pass of its own, where a zero adapter gives bit-identical logits.
         """
         if not self.adapters:
             return
-        names = [BASE_NAME, *self.adapters]
-        batch = self.tokenizer([PROBE_PROMPT] * len(names), return_tensors="pt").to(self.device)
+        batch = self.tokenizer([PROBE_PROMPT], return_tensors="pt").to(self.device)
         with torch.no_grad():
-            logits = self.model(**batch, adapter_names=names).logits[:, -1, :].float()
-        for row, name in enumerate(names[1:], start=1):
-            if torch.allclose(logits[row], logits[0], atol=1e-6, rtol=0):
-                raise ValueharmError(
-                    f"adapter {name!r} ({self.adapters[name]}) does not change the base model's output: "
-                    "its weights are zero or it targets no module of this model"
-                )
+            with self.model.disable_adapter():
+                base_logits = self.model(**batch).logits[:, -1, :]
+            for name, path in self.adapters.items():
+                self.model.set_adapter(name)
+                if torch.equal(self.model(**batch).logits[:, -1, :], base_logits):
+                    raise ValueharmError(
+                        f"adapter {name!r} ({path}) does not change the base model's output: "
+                        "its weights are zero or it targets no module of this model"
+                    )
 
     def generate(self, requests: Sequence[GenerationRequest]) -> Iterator[list[Completion]]:
         unknown = {r.adapter for r in requests if r.adapter is not None and r.adapter not in self.adapters}
@@ -168,18 +177,6 @@ class HFBackend:
 
 def _params_key(params: SamplingParams) -> str:
     return json.dumps([params.temperature, params.top_p, params.max_new_tokens, params.stop, params.seed])
-
-
-def check_adapter_dir(name: str, path: Path, base: str) -> None:
-    """A missing adapter, or one trained on another base, is a clear error before anything loads."""
-    config = path / "adapter_config.json"
-    if not config.is_file():
-        raise ValueharmError(f"adapter {name!r}: no adapter_config.json in {path}")
-    meta_path = path / "meta.json"
-    trained_on = json.loads(meta_path.read_text())["base"] if meta_path.is_file() else None
-    trained_on = trained_on or json.loads(config.read_text()).get("base_model_name_or_path")
-    if trained_on and base_identity(trained_on) != base:
-        raise ValueharmError(f"adapter {name!r} ({path}) was trained on {trained_on}, not on {base}")
 
 
 @BACKENDS.register("hf")

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from valueharm.errors import ValueharmError
-from valueharm.generation.base import BACKENDS, Completion, GenerationRequest, apply_stop, request_seed
+from valueharm.generation.base import (
+    BACKENDS,
+    Completion,
+    GenerationRequest,
+    apply_stop,
+    check_adapter_dir,
+    request_seed,
+)
 from valueharm.records import SamplingParams
 
 log = logging.getLogger(__name__)
@@ -121,7 +128,7 @@ def plan_chunks(
     unknown = {r.adapter for r in requests if r.adapter is not None and r.adapter not in known}
     if unknown:
         raise ValueharmError(f"vllm backend: unknown adapter(s) {sorted(unknown)}; loaded: {sorted(known)}")
-    ordered = sorted(requests, key=lambda r: "" if r.adapter is None else f"~{r.adapter}")  # stable: base first
+    ordered = sorted(requests, key=lambda r: (r.adapter is not None, r.adapter or ""))  # stable; base first
     return [ordered[start : start + chunk_size] for start in range(0, len(ordered), chunk_size)]
 
 
@@ -173,7 +180,6 @@ class VLLMBackend:
         vllm = import_vllm()
         from vllm.lora.request import LoRARequest
 
-        from valueharm.generation.hf import check_adapter_dir
         from valueharm.training import base_identity
 
         if chunk_size < 1 or max_loras < 1:
@@ -195,7 +201,7 @@ class VLLMBackend:
 
     def close(self) -> None:
         """Free the engine's GPU memory so another base model can load in the same process."""
-        del self.llm
+        self.llm = None
         gc.collect()
         import torch
 

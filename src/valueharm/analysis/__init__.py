@@ -1,0 +1,1 @@
+"""Analysis: value–harm correlations, the value-alignment check, mitigation deltas."""
