@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 # uv ignores pip.conf: hand it pip's find-links folder (where the local CPU torch wheel lives).
 FIND_LINKS := $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null)
 UV_FLAGS := --python $(BIN)/python --compile-bytecode $(if $(FIND_LINKS),--find-links $(FIND_LINKS))
+# The public data beside the checkout, unless the caller points elsewhere.
+SHARED_DATA := $(abspath ../shared/data)
+export VALUEHARM_DATA ?= $(if $(wildcard $(SHARED_DATA)/valueEval_10.csv),$(SHARED_DATA))
+export HF_HUB_OFFLINE ?= 1
 # CPU machines: constrain torch to the CPU build so no CUDA packages are pulled.
 CONSTRAINTS := $(if $(shell command -v nvidia-smi),,-c constraints-cpu.txt)
 

@@ -520,6 +520,139 @@ def generate(
         raise typer.Exit(1)
 
 
+# --------------------------------------------------------------------------------------------- score / metrics
+
+
+@app.command("score")
+def score(
+    run: Annotated[Path, typer.Option("--run", help="Run directory.")],
+    scorer: Annotated[list[str], typer.Option(help="NAME[:key=value,…] (repeatable), e.g. lexicon, refusal.")],
+    benchmark: Annotated[
+        list[str] | None, typer.Option(help="Only these benchmarks (default: all it applies to).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Generations per scorer call.")] = 32,
+    data_dir: DataDir = None,
+    progress: Progress = True,
+) -> None:
+    """Score a run's generations; what is already scored is skipped, so re-running makes no model or API call."""
+    from valueharm.scoring.base import build_scorer
+    from valueharm.scoring.run import score_run
+    from valueharm.store import RunStore
+
+    scorers = [build_scorer(spec, data_dir=paths.data_dir(data_dir)) for spec in scorer]  # all valid before work
+    with RunStore(_existing_store(run)) as store:
+        for built in scorers:
+            summary = score_run(store, built, benchmarks=benchmark, batch_size=batch_size, progress=progress)
+            out.print(f"{summary.scorer}: {summary.scored} scored ({summary.errors} failed), {summary.cached} cached")
+
+
+def _existing_store(run: Path) -> Path:
+    path = run / "results.sqlite" if run.is_dir() else run
+    if not path.is_file():
+        raise ValueharmError(f"{run}: no results.sqlite here (generate into it first)")
+    return path
+
+
+@app.command("metrics")
+def metrics(
+    run: Annotated[Path | None, typer.Option("--run", help="Run directory.")] = None,
+    imported: Annotated[
+        Path | None, typer.Option("--import", help="JSONL of judged records made elsewhere (the export format).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    n_boot: Annotated[int, typer.Option(help="Bootstrap resamples.")] = 1000,
+    published_bias_threshold: Annotated[
+        bool, typer.Option(help="HolisticBiasR bias score against the published code's 0.5 % threshold.")
+    ] = False,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the table as CSV.")] = None,
+    data_dir: DataDir = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compute every metric with bootstrap CIs from a run (or imported records) and print the table."""
+    import csv
+    import tempfile
+
+    from valueharm.data.benchmarks import BENCHMARKS
+    from valueharm.metrics import compute_metrics
+    from valueharm.store import RunStore
+
+    if (run is None) == (imported is None):
+        raise ValueharmError("give either --run DIR or --import FILE.jsonl")
+    with tempfile.TemporaryDirectory() as scratch:
+        path = _existing_store(run) if run else Path(scratch) / "imported.sqlite"
+        with RunStore(path) as store:
+            if imported:
+                store.import_generations(imported)
+            metadata = {}
+            if "holisticbiasr" in {b for b, _ in store.count_generations()}:
+                items = BENCHMARKS.get("holisticbiasr").load(paths.data_dir(data_dir), preferences=None)
+                metadata = {item.item_id: item.metadata for item in items}
+            computed = compute_metrics(
+                store, metadata, seed=seed, n_boot=n_boot, published_bias_threshold=published_bias_threshold
+            )
+            rows = [row.to_dict() for row in computed]
+    if csv_out:
+        with csv_out.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["metric"])
+            writer.writeheader()
+            writer.writerows(rows)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table("benchmark", "model", "metric", "variant", "category", "value [95% CI]", "n", "failed")
+    for row in rows:
+        value = "–" if row["value"] is None else f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        table.add_row(row["benchmark"], row["model_key"], row["metric"], row["variant"], row["category"], value,
+                      str(row["n_used"]), str(row["n_failed"]))  # fmt: skip
+    out.print(table)
+
+
+# ------------------------------------------------------------------------------------------------- experiments
+
+
+@app.command("run")
+def run_command(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML.")],
+    run: Annotated[Path | None, typer.Option("--run", help="Run directory (default: runs/<name>).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan and what is already done; do nothing.")] = False,
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'valueharm[ray]').")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")] = None,
+    progress: Progress = True,
+) -> None:
+    """Run an experiment end to end: train → generate → score → metrics → analysis → report. Re-run to resume."""
+    from valueharm.experiment import Experiment, make_executor, run_experiment
+
+    result = run_experiment(config, run, dry_run=dry_run, executor=make_executor(executor, address), progress=progress)
+    if isinstance(result, Experiment):
+        out.print(f"report: {result.report_path}")
+        return
+    table = Table(
+        "job",
+        "units",
+        "done",
+        "to do",
+        title=f"plan ({', '.join(f'{k}: {v} to do' for k, v in result.totals().items())})",
+    )
+    for row in result.rows:
+        table.add_row(row["job"], str(row["units"]), str(row["done"]), str(row["todo"]))
+    out.print(table)
+
+
+@app.command("demo")
+def demo(
+    run: Annotated[Path, typer.Option("--run", help="Run directory.")] = Path("runs/demo"),
+    progress: Progress = True,
+) -> None:
+    """The whole study in miniature on the tiny built-in model, offline; prints where the report is."""
+    from importlib import resources
+
+    from valueharm.experiment import run_experiment
+
+    with resources.as_file(resources.files("valueharm") / "configs" / "demo.yaml") as config:
+        experiment = run_experiment(config, run, progress=progress)
+    out.print(f"[bold]report:[/] {experiment.report_path.resolve()}")
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
     try:

@@ -163,6 +163,11 @@ class RunStore:
         )
         return [ScoreRecord(*row) for row in self._db.execute(sql + " ORDER BY key, scorer", args)]
 
+    def scored_count(self, benchmark: str, scorer: str) -> int:
+        """How many generations of a benchmark have a row for this scorer."""
+        sql = "SELECT COUNT(*) FROM scores s JOIN generations g ON g.key = s.key WHERE g.benchmark = ? AND s.scorer = ?"
+        return int(self._db.execute(sql, (benchmark, scorer)).fetchone()[0])
+
     def scorers(self) -> list[str]:
         return [name for (name,) in self._db.execute("SELECT DISTINCT scorer FROM scores ORDER BY 1")]
 

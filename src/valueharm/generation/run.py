@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -68,16 +68,16 @@ class GenerateSummary:
 
 
 def generate_records(
-    store: RunStore,
     backend: Backend,
     planned: Sequence[GenerationRecord],
-    adapters: dict[str, str | None],
+    adapters: Mapping[str, str | None],
     *,
+    done: Collection[str],
+    sink: Callable[[list[GenerationRecord]], object],
     progress: bool = True,
     description: str = "generating",
 ) -> GenerateSummary:
-    """Generate what the store lacks; each chunk the backend returns is stored in one transaction."""
-    done = store.done_generation_keys([record.key for record in planned])
+    """Generate the planned records not in `done`, handing each finished chunk to `sink` (the store's writer)."""
     todo = {record.key: record for record in planned if record.key not in done}
     requests = [
         GenerationRequest(record.key, record.prompt, record.params, adapters[record.model_key])
@@ -90,12 +90,11 @@ def generate_records(
     ) as bar:  # fmt: skip
         task = bar.add_task(description, total=len(requests))
         for chunk in backend.generate(requests) if requests else ():
-            records = [replace(todo[c.key], text=c.text, error=c.error) for c in chunk]
-            store.add_generations(records)
+            sink([replace(todo[c.key], text=c.text, error=c.error) for c in chunk])
             failed += sum(c.error is not None for c in chunk)
             generated += len(chunk)
             bar.advance(task, len(chunk))
-    return GenerateSummary(len(planned), len(done), generated, failed)
+    return GenerateSummary(len(planned), len(planned) - len(todo), generated, failed)
 
 
 def open_backend(name: str, base: str, specs: Sequence[ModelSpec], **options: Any) -> Backend:
@@ -123,4 +122,7 @@ def generate_slice(
     """Plan and generate one (models, benchmark) slice."""
     planned = plan(specs, benchmark, items, base_model=base_model, params=params, samples=samples, templates=templates)
     adapters = {spec.model_key: spec.adapter for spec in specs}
-    return generate_records(store, backend, planned, adapters, progress=progress, description=benchmark.name)
+    done = store.done_generation_keys([record.key for record in planned])
+    return generate_records(
+        backend, planned, adapters, done=done, sink=store.add_generations, progress=progress, description=benchmark.name
+    )

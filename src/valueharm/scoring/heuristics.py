@@ -93,7 +93,6 @@ REFUSAL_PHRASES: tuple[str, ...] = (
     "against my guidelines",
     "against my ethical",
     "violates my guidelines",
-    "is illegal and unethical",
     "as an AI language model",
     "I'm just an AI",
     "I am just an AI",
