@@ -83,6 +83,7 @@ def test_benchmarks_list_and_show(capsys, data_dir: Path):
         "hex-phi",
         "beavertails",
         "advbench",
+        "value-survey",
     }
     code, out, _ = run_cli(capsys, "benchmarks", "show", "hex-phi", "--data-dir", str(data_dir), "--json")
     shown = json.loads(out)

@@ -267,6 +267,7 @@ def test_run_table_rows(tmp_path: Path):
         store.add_scores(scores)
         rows = compute_metrics(store, metadata, seed=0, n_boot=50)
         assert store.metrics() and len(store.metrics()) == len(rows)
+    assert set(rows) == set(metric_rows(generations, scores, metadata, seed=0, n_boot=50))  # in memory: the same
     table = {(r.model_key, r.benchmark, r.category, r.metric, r.variant, r.scorer): r for r in rows}
 
     # RTP: overall only (one category), both models, both variants

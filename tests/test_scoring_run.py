@@ -139,8 +139,13 @@ def test_failed_scores_are_kept_and_not_retried(tmp_path: Path):
         assert store.scores()[0].error == "query matches no regard template"
 
 
-def test_rerun_with_a_real_classifier_loads_no_model(tmp_path: Path):
-    path = build_classifier(tmp_path / "tox", {0: "non-toxic", 1: "toxic"}, {0: CLEAN, 1: TOXIC})
+@pytest.fixture(scope="module")
+def toxicity_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_classifier(tmp_path_factory.mktemp("tox"), {0: "non-toxic", 1: "toxic"}, {0: CLEAN, 1: TOXIC})
+
+
+def test_rerun_with_a_real_classifier_loads_no_model(tmp_path: Path, toxicity_model: Path):
+    path = toxicity_model
     with RunStore(tmp_path / "r.sqlite") as store:
         store.add_generations([generation("rtp", f"rtp-{i:05d}", text) for i, text in enumerate(TOXIC + CLEAN)])
         first = Counting(ClassifierScorer(model=str(path)))
@@ -148,3 +153,13 @@ def test_rerun_with_a_real_classifier_loads_no_model(tmp_path: Path):
         second = Counting(ClassifierScorer(model=str(path)))
         assert score_run(store, second, progress=False).cached == 8
         assert (second.checks, second.batches, second.inner._loaded) == (0, [], None)  # weights never loaded
+
+
+def test_a_classifier_whose_labels_do_not_match_fails_before_any_work(tmp_path: Path, toxicity_model: Path):
+    path = toxicity_model
+    with RunStore(tmp_path / "r.sqlite") as store:
+        store.add_generations([generation("holisticbiasr", "h1", " kind.")])
+        scorer = Counting(ClassifierScorer(model=str(path), task="regard"))
+        with pytest.raises(ValueharmError, match="do not match task regard"):
+            score_run(store, scorer, progress=False)
+        assert (scorer.checks, scorer.batches, store.scores()) == (1, [], [])

@@ -601,10 +601,16 @@ def metrics(
         return
     table = Table("benchmark", "model", "metric", "variant", "category", "value [95% CI]", "n", "failed")
     for row in rows:
-        value = "–" if row["value"] is None else f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+        value = _with_ci(row["value"], row["ci_low"], row["ci_high"])
         table.add_row(row["benchmark"], row["model_key"], row["metric"], row["variant"], row["category"], value,
                       str(row["n_used"]), str(row["n_failed"]))  # fmt: skip
     out.print(table)
+
+
+def _with_ci(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
 
 
 # ------------------------------------------------------------------------------------------------- experiments

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
+from transformers import TrainerCallback
 
 from valueharm.errors import ValueharmError
 
@@ -197,7 +198,7 @@ def build_trainer(
         save_strategy="no",
         logging_strategy="epoch",
         report_to="none",
-        disable_tqdm=not progress,
+        disable_tqdm=True,  # our own quiet bar below; the trainer's prints every log dict
         activation_checkpointing=False,  # (TRL defaults to on) it only slows small models on CPU
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
@@ -210,11 +211,27 @@ def build_trainer(
             train_dataset=as_dataset(train),
             eval_dataset=as_dataset(valid) if valid else None,
             processing_class=tokenizer,
-            callbacks=list(callbacks),
+            callbacks=[*callbacks, StepBar()] if progress else list(callbacks),
         )
-    if not progress:
-        trainer.remove_callback(PrinterCallback)  # it prints every log dict when progress bars are off
+    trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+class StepBar(TrainerCallback):
+    """One transient progress bar per training stage: steps done, loss so far."""
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+        self.bar = Progress("training", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task("training", total=state.max_steps)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.bar.update(self.task, completed=state.global_step)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.bar.stop()
 
 
 @contextlib.contextmanager
@@ -243,7 +260,6 @@ def fit_stage(
 ) -> StageResult:
     """Train the active adapter of a PEFT model for one stage; leave it holding its best epoch's weights."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
-    from transformers import TrainerCallback
 
     train_kept, dropped_train = split_by_length(tokenizer, train, settings.max_length)
     valid_kept, dropped_valid = split_by_length(tokenizer, valid, settings.max_length)

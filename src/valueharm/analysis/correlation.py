@@ -57,6 +57,15 @@ DEFAULT_HARM_METRICS: dict[str, HarmMetric] = {
 Cell = tuple[str, str]  # (benchmark, category)
 
 
+def harm_metrics(overrides: Mapping[str, str] | None = None) -> dict[str, HarmMetric]:
+    """The default harm metric per benchmark with some replaced by name (e.g. {"hex-phi": "harmfulness_rate"});
+    a replaced metric keeps the benchmark's category scope."""
+    chosen = dict(DEFAULT_HARM_METRICS)
+    for benchmark, metric in (overrides or {}).items():
+        chosen[benchmark] = replace(chosen.get(benchmark, HarmMetric(metric)), metric=metric)
+    return chosen
+
+
 @dataclass(frozen=True)
 class HarmValues:
     """Per model, the chosen harm metric of each (benchmark, category), and which rows they came from."""
@@ -104,9 +113,7 @@ class CorrelationResult:
     notes: list[str] = field(default_factory=list)
 
     def cell(self, benchmark: str, category: str, value: str) -> CorrelationCell | None:
-        return next(
-            (c for c in self.cells if (c.benchmark, c.category, c.value) == (benchmark, category, value)), None
-        )
+        return next((c for c in self.cells if (c.benchmark, c.category, c.value) == (benchmark, category, value)), None)
 
     def columns(self) -> list[Cell]:
         """The (benchmark, category) pairs in grid order."""
@@ -149,7 +156,8 @@ def harm_values(
         if not scorers:
             continue
         if len(scorers) > 1:
-            notes.append(f"{benchmark}: {choice.metric} from scorer {scorers[0]} (also available: {', '.join(scorers[1:])})")
+            others = ", ".join(scorers[1:])
+            notes.append(f"{benchmark}: {choice.metric} from scorer {scorers[0]} (also available: {others})")
         sources[benchmark] = replace(choice, scorer=scorers[0])
         for row in found:
             if row["scorer"] == scorers[0] and row["value"] is not None and math.isfinite(row["value"]):
@@ -227,7 +235,8 @@ def correlate(
     q_spearman = benjamini_hochberg([c.spearman_p for c in raw])
     q_pearson = benjamini_hochberg([c.pearson_p for c in raw])
     cells = [
-        replace(c, spearman_q=float(qs), pearson_q=float(qp)) for c, qs, qp in zip(raw, q_spearman, q_pearson, strict=True)
+        replace(cell, spearman_q=float(qs), pearson_q=float(qp))
+        for cell, qs, qp in zip(raw, q_spearman, q_pearson, strict=True)
     ]
     untested = sum(not c.tested for c in cells)
     summary = [f"{untested} of {len(cells)} cells not tested (too few models or a constant X/Y)"] if untested else []
@@ -245,9 +254,7 @@ def _column_order(sources: Mapping[str, HarmMetric] | None) -> Callable[[Cell], 
     return key
 
 
-def _test(
-    column: Cell, value: str, metric: str, pairs: list[tuple[float, float]], min_models: int
-) -> CorrelationCell:
+def _test(column: Cell, value: str, metric: str, pairs: list[tuple[float, float]], min_models: int) -> CorrelationCell:
     benchmark, category = column
     nan = math.nan
     note = None

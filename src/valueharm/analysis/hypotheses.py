@@ -12,7 +12,7 @@ LLMs" (ACL). Users can load their own in the same YAML format:
     hypotheses:
       - id: hedonism-adult-content
         value: Hedonism                 # a basic value (any usual spelling) or a higher-order group
-        direction: positive             # positive | negative (or + | -)
+        direction: positive             # positive | negative (or "+" | "-", quoted)
         targets: [hex-phi/adult_content, "beavertails/sexually_explicit,adult_content"]  # benchmark[/category]
         source: why this direction is expected
 """

@@ -192,9 +192,11 @@ def _advbench(data_dir: Path) -> list[BenchmarkItem]:
     ]
 
 
-# Not a safety benchmark: held-out portrait-survey questions for the value-alignment check (DESIGN §4). Answers
-# are read greedily; 30 questions per value by default keeps a check cheap while every value is asked.
-@_register("value-survey", "Held-out survey questions (1–6) per annotated value, for the value-alignment check",
+# Not a safety benchmark: held-out portrait-survey questions for the value-alignment check (DESIGN §4). Each
+# question is asked about one of the argument's values: the answer is started with the value's name as in the
+# stage-2 completions ("Power is"), and the model supplies its importance and digit. Answers are read greedily;
+# 30 questions per value by default keeps a check cheap while every value is asked.
+@_register("value-survey", "Held-out survey questions (1–6), one per annotated value, for the value-alignment check",
            BenchmarkKind.COMPLETION, "valueeval",
            GenerationDefaults(samples=1, max_new_tokens=24, temperature=0.0, top_p=1.0),
            default_options={"per_value": 30})  # fmt: skip
@@ -203,13 +205,18 @@ def _value_survey(
 ) -> list[BenchmarkItem]:
     from valueharm.alignment.vim_data import VimTemplates, read_arguments
 
-    template = VimTemplates.load(template_dir).stage2_prompt
+    templates = VimTemplates.load(template_dir)
+    answer_start = templates.stage2_completion.text.split("{importance}")[0]
     by_value: dict[str, list[BenchmarkItem]] = {}
     for argument in read_arguments(data_dir, "argument_generation/test.csv"):
-        prompt = template.render(conclusion=argument.conclusion, premise=argument.premise, position=argument.position)
+        prompt = templates.stage2_prompt.render(
+            conclusion=argument.conclusion, premise=argument.premise, position=argument.position
+        )
         for value in argument.values:
-            item = BenchmarkItem("value-survey", f"{argument.argument_id}:{value}", value, prompt)
-            by_value.setdefault(value, []).append(item)
+            text = prompt + answer_start.format(value=value).rstrip()
+            by_value.setdefault(value, []).append(
+                BenchmarkItem("value-survey", f"{argument.argument_id}:{value}", value, text)
+            )
     items = []
     for value, members in by_value.items():
         if per_value is not None and per_value < len(members):

@@ -7,6 +7,7 @@ Build one from its CLI form with `build_scorer("classifier:model=/path,task=toxi
 model-backed scorer first needs them.
 """
 
+from valueharm.scoring import judge, perspective  # noqa: F401 (registers the judge and perspective scorers)
 from valueharm.scoring.base import (
     FEEDS,
     SCORERS,

@@ -1,0 +1,599 @@
+"""The experiment report: one self-contained HTML file (inline CSS, plots as base64 PNG, no external references).
+
+Every piece of text that reaches the page — model keys, categories, provenance, model outputs — goes through
+`html.escape`; only markup built here is trusted (the `Html` marker). Every section renders when its data is
+empty, saying it was not run, so a partial experiment still gets a readable report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from string import Template
+from typing import Any
+
+from valueharm import __version__
+from valueharm.analysis.correlation import (
+    DEFAULT_HARM_METRICS,
+    OVERALL,
+    CorrelationCell,
+    CorrelationResult,
+    HarmMetric,
+    RegressionResult,
+)
+from valueharm.analysis.hypotheses import HypothesisResult, Verdict
+from valueharm.analysis.mitigation import CONDITION_ORDER, MitigationDelta, split_model_key
+from valueharm.analysis.value_check import AlignmentCheck
+from valueharm.report import plots
+from valueharm.values import VALUE_ABBREVIATIONS, VALUES, ValueProfile
+
+NOT_RUN = "Not run in this experiment."
+SHARES = ("empty_share", "echo_share")  # degenerate-answer shares: shown after the metrics they qualify
+MAX_TEXT = 800  # characters of a model output shown in the examples table
+TOP_CELLS = 20
+_FAMILY_ORDER = {"vanilla": 0, "benign": 1, "icl": 2, "vim": 3}
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows; the experiment runner assembles it, any field may be empty."""
+
+    title: str = "valueharm report"
+    experiment: str = ""  # the experiment's name
+    created: str = ""  # when the results were produced (default: render time, UTC)
+    summary: Mapping[str, Any] = field(default_factory=dict)  # run summary, e.g. models, jobs done/failed, duration
+    provenance: Mapping[str, Any] = field(default_factory=dict)  # config, versions, git commit, checksums, seeds…
+    metrics: Sequence[Mapping[str, Any]] = ()  # rows of the store's `metrics` table
+    alignment: Sequence[AlignmentCheck] = ()
+    profiles: Mapping[str, ValueProfile] = field(default_factory=dict)  # target profiles by name (alignment check)
+    correlation: CorrelationResult | None = None
+    regressions: Sequence[RegressionResult] = ()
+    hypotheses: Sequence[HypothesisResult] = ()
+    mitigation: Sequence[MitigationDelta] = ()
+    examples: Sequence[Mapping[str, Any]] = ()  # sample outputs to read, e.g. {model_key, benchmark, query, text}
+    notes: Sequence[str] = ()  # warnings for the reader
+    harm_metrics: Mapping[str, HarmMetric] | None = None  # per-category plots; default: the correlation's metrics
+
+
+class Html(str):
+    """Markup built here, already safe; any other string is escaped before it reaches the page."""
+
+
+@dataclass(frozen=True)
+class _Cell:
+    content: Html
+    cls: str = ""
+
+
+def esc(value: object) -> Html:
+    if isinstance(value, Html):
+        return value
+    return Html(html.escape("—" if value is None else str(value), quote=True))
+
+
+def _num(value: float | int | None, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def _p(value: float | None) -> str:
+    """p- and q-values: small ones in scientific notation, so 1e-9 does not read as 0."""
+    if value is not None and 0 < value < 1e-4:
+        return f"{value:.1e}"
+    return _num(value, 4)
+
+
+def num(value: float | int | None, digits: int = 3) -> _Cell:
+    return _Cell(esc(_num(value, digits)), "num")
+
+
+def p_cell(value: float | None) -> _Cell:
+    return _Cell(esc(_p(value)), "num")
+
+
+def _table(headers: Sequence[object], rows: Iterable[Sequence[object]], cls: str = "") -> Html:
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(_td(cell) for cell in row) + "</tr>" for row in rows)
+    return Html(
+        f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    )
+
+
+def _td(cell: object) -> str:
+    if isinstance(cell, _Cell):
+        return f'<td class="{cell.cls}">{cell.content}</td>' if cell.cls else f"<td>{cell.content}</td>"
+    if isinstance(cell, int | float) and not isinstance(cell, bool):
+        return _td(num(cell))
+    return f"<td>{esc(cell)}</td>"
+
+
+def _with_sub(main: object, sub: object) -> Html:
+    return Html(f'{esc(main)}<span class="sub">{esc(sub)}</span>')
+
+
+def _empty(message: str = NOT_RUN) -> Html:
+    return Html(f'<p class="empty">{esc(message)}</p>')
+
+
+def _note(text: str) -> Html:
+    return Html(f'<p class="note">{esc(text)}</p>')
+
+
+def _figure(png: bytes | None, caption: str) -> Html:
+    if png is None:
+        return _empty("Nothing to plot.")
+    data = base64.b64encode(png).decode("ascii")
+    return Html(
+        f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
+
+
+def _section(anchor: str, title: str, *parts: Html) -> Html:
+    return Html(f'<section id="{anchor}"><h2>{esc(title)}</h2>{"".join(parts)}</section>')
+
+
+def model_order(model_key: str) -> tuple[int, str, tuple[int, str]]:
+    """vanilla, benign, icl, vim; each mitigated condition right after its model."""
+    base, condition = split_model_key(model_key)
+    family = base.split("/", 1)[0]
+    return _FAMILY_ORDER.get(family, len(_FAMILY_ORDER)), base, _condition_rank(condition)
+
+
+def _condition_rank(condition: str) -> tuple[int, str]:
+    rank = CONDITION_ORDER.index(condition) if condition in CONDITION_ORDER else len(CONDITION_ORDER)
+    return rank, condition
+
+
+def _benchmark_order(benchmarks: Iterable[str]) -> list[str]:
+    known = list(DEFAULT_HARM_METRICS)
+    return sorted(set(benchmarks), key=lambda b: (known.index(b) if b in known else len(known), b))
+
+
+# -------------------------------------------------------------------------------------------------- sections
+
+
+def _summary(data: ReportData) -> Html:
+    models = {row["model_key"] for row in data.metrics}
+    benchmarks = {row["benchmark"] for row in data.metrics}
+    cells = [c for c in data.correlation.cells if c.tested] if data.correlation else []
+    cards = [
+        (len(models), "models with metrics"),
+        (len(benchmarks), "benchmarks"),
+        (len(data.alignment), "alignment checks"),
+        (f"{sum(c.spearman_q < 0.05 for c in cells)} / {len(cells)}", "correlations with q < .05"),
+        (
+            f"{sum(r.verdict == Verdict.SUPPORTED for r in data.hypotheses)} / {len(data.hypotheses)}",
+            "hypothesis cells supported",
+        ),
+        (len(data.mitigation), "mitigation deltas"),
+    ]
+    card_html = "".join(
+        f'<div class="card"><b>{esc(value)}</b><span>{esc(label)}</span></div>' for value, label in cards
+    )
+    parts = [Html(f'<div class="cards">{card_html}</div>')]
+    if data.summary:
+        parts.append(_key_values(data.summary))
+    notes = _all_notes(data)
+    if notes:
+        items = "".join(f"<li>{esc(note)}</li>" for note in notes)
+        parts += [Html("<h3>Notes and warnings</h3>"), Html(f'<ul class="notes">{items}</ul>')]
+    return _section("summary", "Summary", *parts)
+
+
+def _all_notes(data: ReportData) -> list[str]:
+    notes = list(data.notes)
+    if data.correlation:
+        notes += [f"correlation: {n}" for n in data.correlation.notes]
+    notes += [f"regression {r.benchmark}/{r.category}: {n}" for r in data.regressions for n in r.notes]
+    notes += [f"alignment check {c.model_key}: {n}" for c in data.alignment for n in c.notes]
+    return list(dict.fromkeys(notes))
+
+
+def _key_values(mapping: Mapping[str, Any]) -> Html:
+    """A generic key/value table; nested mappings become nested tables, lists are joined."""
+    rows = "".join(f"<tr><th>{esc(key)}</th><td>{_kv_value(value)}</td></tr>" for key, value in mapping.items())
+    return Html(f'<div class="scroll kv"><table class="kv"><tbody>{rows}</tbody></table></div>')
+
+
+def _kv_value(value: Any) -> Html:
+    if isinstance(value, Mapping):
+        return _key_values(value) if value else esc("(none)")
+    if isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+        if any(isinstance(item, Mapping) for item in items):
+            return Html("".join(_kv_value(item) for item in items))
+        return esc(", ".join(map(str, items)) if items else "(none)")
+    return esc(value)
+
+
+def _provenance(data: ReportData) -> Html:
+    body = _key_values(data.provenance) if data.provenance else _empty("No provenance recorded.")
+    return _section("provenance", "Provenance", body)
+
+
+def _estimate(row: Mapping[str, Any]) -> Html:
+    value, low, high = row.get("value"), row.get("ci_low"), row.get("ci_high")
+    text = _num(value)
+    if value is not None and low is not None and high is not None:
+        text += f" [{_num(low)}, {_num(high)}]"
+    return _with_sub(text, f"n={row.get('n_used', 0)}, failed {row.get('n_failed', 0)}")
+
+
+def _metric_columns(rows: Sequence[Mapping[str, Any]], primary: str | None) -> list[tuple[str, str, str]]:
+    """(metric, variant, scorer): the benchmark's harm metric first, then the others, the shares last."""
+    columns = {(r["metric"], r["variant"], r["scorer"]) for r in rows}
+
+    def key(column: tuple[str, str, str]) -> tuple[int, str, str, int]:
+        metric, variant, scorer = column
+        group = 2 if metric in SHARES else 0 if metric == primary else 1
+        return group, metric if group != 2 else str(SHARES.index(metric)), scorer, variant != "all"
+
+    return sorted(columns, key=key)
+
+
+def _metrics_section(data: ReportData) -> Html:
+    overall = [r for r in data.metrics if r["category"] == OVERALL]
+    if not overall:
+        return _section("metrics", "Benchmark metrics", _empty())
+    parts = [
+        _note(
+            'Overall value [95 % bootstrap CI], with the items used and failed. "excl. degenerate" leaves '
+            "out empty answers and echoes of a training format; their shares are the last columns."
+        )
+    ]
+    by_benchmark: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in overall:
+        by_benchmark[row["benchmark"]].append(row)
+    harm = _harm_metrics(data)
+    for benchmark in _benchmark_order(by_benchmark):
+        rows = by_benchmark[benchmark]
+        primary = harm[benchmark].metric if benchmark in harm else None
+        columns = _metric_columns(rows, primary)
+        scorers_per_metric: dict[str, set[str]] = defaultdict(set)
+        for metric, _, scorer in columns:
+            scorers_per_metric[metric].add(scorer)
+        headers: list[object] = ["model"]
+        for metric, variant, scorer in columns:
+            detail = ["excl. degenerate"] if variant == "excluding_degenerate" else []
+            detail += [scorer] if len(scorers_per_metric[metric]) > 1 else []
+            headers.append(_with_sub(metric, " · ".join(detail)) if detail else metric)
+        lookup = {(r["model_key"], r["metric"], r["variant"], r["scorer"]): r for r in rows}
+        table_rows = [
+            [model, *(_Cell(_estimate(lookup[(model, *c)]), "num") if (model, *c) in lookup else "" for c in columns)]
+            for model in sorted({r["model_key"] for r in rows}, key=model_order)
+        ]
+        scorers = sorted({scorer for metric, _, scorer in columns if metric not in SHARES})
+        parts += [Html(f"<h3>{esc(benchmark)}</h3>"), _table(headers, table_rows)]
+        if scorers:
+            parts.append(_note(f"Scorer(s): {', '.join(scorers)}"))
+    return _section("metrics", "Benchmark metrics", *parts)
+
+
+def _harm_metrics(data: ReportData) -> Mapping[str, HarmMetric]:
+    if data.harm_metrics is not None:
+        return data.harm_metrics
+    if data.correlation is not None and data.correlation.sources:
+        return {**DEFAULT_HARM_METRICS, **data.correlation.sources}
+    return DEFAULT_HARM_METRICS
+
+
+def _categories_section(data: ReportData) -> Html:
+    harm = _harm_metrics(data)
+    parts = []
+    by_benchmark: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in data.metrics:
+        if row["category"] != OVERALL and row["metric"] not in SHARES and row["value"] is not None:
+            by_benchmark[row["benchmark"]].append(row)
+    for benchmark in _benchmark_order(by_benchmark):
+        rows = by_benchmark[benchmark]
+        if len({r["category"] for r in rows}) < 2:
+            continue  # one category is the overall number, already in the main table
+        choice = harm.get(benchmark)
+        chosen = [r for r in rows if choice and (r["metric"], r["variant"]) == (choice.metric, choice.variant)]
+        if not chosen:  # the harm metric was not computed here: show what was
+            choice = HarmMetric(min(r["metric"] for r in rows))
+            chosen = [r for r in rows if (r["metric"], r["variant"]) == (choice.metric, choice.variant)]
+        scorer = choice.scorer or min((r["scorer"] for r in chosen), default=None)
+        values: dict[str, dict[str, tuple[float, float | None, float | None]]] = defaultdict(dict)
+        for row in sorted(chosen, key=lambda r: model_order(r["model_key"])):
+            if row["scorer"] == scorer and split_model_key(row["model_key"])[1] == "none":
+                values[row["model_key"]][row["category"]] = (row["value"], row["ci_low"], row["ci_high"])
+        png = plots.category_chart(values, f"{benchmark}: {choice.metric} by category", choice.metric)
+        caption = f"{benchmark} — {choice.metric} ({choice.variant}, scorer {scorer})"
+        if len(values) <= plots.MAX_BARS_MODELS:
+            caption += "; whiskers: 95 % bootstrap CI"
+        parts += [Html(f"<h3>{esc(benchmark)}</h3>"), _figure(png, caption)]
+    return _section("categories", "Harm by category", *(parts or [_empty()]))
+
+
+def _correlation_section(data: ReportData) -> Html:
+    result = data.correlation
+    title = "Value–harm correlations"
+    if result is None or not result.cells:
+        return _section("correlations", title, _empty())
+    sources = "; ".join(f"{b}: {s.metric} ({s.variant}, {s.scorer})" for b, s in result.sources.items())
+    parts = [
+        _note(
+            f"Unit: one aligned model ({result.n_models} models). X: {result.x_source} value scores "
+            f"(higher-order groups: mean of their values). Y: {sources or 'harm metric'}. Spearman and Pearson "
+            "with two-sided p; q: Benjamini–Hochberg over the whole grid."
+        ),
+        _figure(plots.correlation_heatmap(result), "Spearman ρ per value and benchmark category"),
+    ]
+    tested = sorted((c for c in result.cells if c.tested), key=lambda c: (c.spearman_q, c.spearman_p))
+    if tested:
+        parts += [
+            Html(f"<h3>Strongest associations (top {min(TOP_CELLS, len(tested))} by Spearman q)</h3>"),
+            _table(
+                ["benchmark", "category", "value", "n", "Spearman ρ", "p", "q", "Pearson r", "p", "q"],
+                [_cell_row(c) for c in tested[:TOP_CELLS]],
+            ),
+        ]
+    if data.regressions:
+        parts.append(_regression_table(data.regressions))
+    return _section("correlations", title, *parts)
+
+
+def _stars(q: float) -> str:
+    return "**" if q < 0.01 else "*" if q < 0.05 else ""
+
+
+def _signed(value: float, q: float) -> _Cell:
+    cls = "num pos" if value > 0 and q < 0.05 else "num neg" if value < 0 and q < 0.05 else "num"
+    return _Cell(esc(_num(value) + _stars(q)), cls)
+
+
+def _cell_row(cell: CorrelationCell) -> list[object]:
+    return [
+        cell.benchmark,
+        cell.category,
+        cell.value,
+        cell.n,
+        _signed(cell.spearman_rho, cell.spearman_q),
+        p_cell(cell.spearman_p),
+        p_cell(cell.spearman_q),
+        _signed(cell.pearson_r, cell.pearson_q),
+        p_cell(cell.pearson_p),
+        p_cell(cell.pearson_q),
+    ]
+
+
+def _regression_table(regressions: Sequence[RegressionResult]) -> Html:
+    terms = list(dict.fromkeys(t for r in regressions for t in r.coefficients if t != "intercept"))
+    rows = []
+    for r in regressions:
+        coefficients: list[object] = []
+        for term in terms:
+            c = r.coefficients.get(term)
+            shown = c is not None and r.identifiable
+            coefficients.append(_Cell(_with_sub(_num(c.estimate), f"p={_p(c.p)}"), "num") if shown else "—")
+        rows.append([r.benchmark, r.category, r.n, num(r.r_squared), num(r.adj_r_squared), *coefficients])
+    headers = ["benchmark", "category", "n", "R²", "adj. R²", *(VALUE_ABBREVIATIONS.get(t, t) for t in terms)]
+    return Html("<h3>Multiple regression on the values (OLS, coefficient per scale point)</h3>" + _table(headers, rows))
+
+
+def _hypotheses_section(data: ReportData) -> Html:
+    title = "Expected directions (hypotheses)"
+    if not data.hypotheses:
+        return _section("hypotheses", title, _empty())
+    counts = {v: sum(r.verdict == v for r in data.hypotheses) for v in Verdict}
+    method = data.hypotheses[0].method
+    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
+    rows = [
+        [
+            r.id,
+            r.value,
+            _Cell(esc("↑ positive" if r.expected == "positive" else "↓ negative"), "nowrap"),
+            r.benchmark,
+            r.category,
+            num(r.coefficient),
+            p_cell(r.p),
+            p_cell(r.q),
+            r.n,
+            Html(f'<span class="badge {r.verdict.value.replace(" ", "-")}">{esc(r.verdict.value)}</span>'),
+            r.note or r.source,
+        ]
+        for r in data.hypotheses
+    ]
+    coefficient = "ρ" if method == "spearman" else "r"
+    return _section(
+        "hypotheses",
+        title,
+        _note(
+            f"{summary}. Verdict from the grid's BH q-value ({method}); supported = significant in the expected "
+            "direction, opposite = significant the other way."
+        ),
+        _table(
+            [
+                "hypothesis",
+                "value",
+                "expected",
+                "benchmark",
+                "category",
+                coefficient,
+                "p",
+                "q",
+                "n",
+                "verdict",
+                "source / note",
+            ],
+            rows,
+        ),
+    )
+
+
+def _alignment_section(data: ReportData) -> Html:
+    title = "Value-alignment check"
+    if not data.alignment:
+        return _section("alignment", title, _empty())
+    headers = [
+        "model",
+        "target",
+        "values measured",
+        "NMSE",
+        "Pearson r",
+        "answer rate",
+        "digit match",
+        *(VALUE_ABBREVIATIONS[v] for v in VALUES),
+    ]
+    rows = []
+    for check in data.alignment:
+        profile = data.profiles.get(check.target)
+        per_value = []
+        for value in VALUES:
+            measured = check.measured.scores.get(value)
+            target = profile.scores[value] if profile else None
+            per_value.append(_Cell(_with_sub(_num(measured, 2), f"target {_num(target, 1)}"), "num"))
+        r_text = _with_sub(_num(check.pearson_r), f"p={_p(check.pearson_p)}") if check.pearson_r is not None else "—"
+        rows.append(
+            [
+                check.model_key,
+                check.target,
+                check.values_measured,
+                num(check.nmse),
+                _Cell(esc(r_text), "num"),
+                num(check.answer_rate),
+                num(check.digit_match_rate),
+                *per_value,
+            ]
+        )
+    return _section(
+        "alignment",
+        title,
+        _note(
+            "Each model answers held-out 1–6 survey questions; per value: measured mean answer (target below). "
+            "NMSE on (s − 1)/5: 0 = identical, 1 = opposite extremes."
+        ),
+        _table(headers, rows),
+        _figure(plots.alignment_scatter(data.alignment, data.profiles), "Target vs measured value scores"),
+    )
+
+
+def _mitigation_section(data: ReportData) -> Html:
+    title = "Mitigation"
+    if not data.mitigation:
+        return _section("mitigation", title, _empty())
+    ordered = sorted(
+        data.mitigation,
+        key=lambda d: (
+            model_order(d.model_key),
+            d.benchmark,
+            d.metric,
+            d.category != OVERALL,
+            d.category,
+            _condition_rank(d.condition),
+        ),
+    )
+    rows = []
+    for d in ordered:
+        significant = d.ci_low is not None and d.ci_high is not None and (d.ci_low > 0 or d.ci_high < 0)
+        cls = "num" + ((" neg" if d.delta < 0 else " pos") if significant else "")
+        ci = f" [{_num(d.ci_low)}, {_num(d.ci_high)}]" if d.ci_low is not None else ""
+        sign = "+" if d.delta > 0 else ""
+        rows.append(
+            [
+                d.model_key,
+                d.benchmark,
+                d.category,
+                d.metric,
+                d.condition,
+                num(d.baseline),
+                num(d.mitigated),
+                _Cell(esc(f"{sign}{_num(d.delta)}{ci}"), cls),
+                d.n_paired,
+                d.n_unpaired,
+            ]
+        )
+    return _section(
+        "mitigation",
+        title,
+        _note(
+            "Each mitigated condition vs input only, on the items both scored: Δ = mitigated − input only "
+            "(negative = less harm), 95 % paired bootstrap CI over items."
+        ),
+        _figure(plots.mitigation_chart(data.mitigation), "Overall mitigation deltas"),
+        _table(
+            [
+                "model",
+                "benchmark",
+                "category",
+                "metric",
+                "condition",
+                "input only",
+                "mitigated",
+                "Δ [CI]",
+                "paired items",
+                "unpaired",
+            ],
+            rows,
+        ),
+    )
+
+
+def _examples_section(data: ReportData) -> Html:
+    title = "Example outputs"
+    if not data.examples:
+        return _section("examples", title, _empty("No examples included."))
+    columns = list(dict.fromkeys(key for example in data.examples for key in example))
+    rows = [[_example_cell(example.get(column)) for column in columns] for example in data.examples]
+    return _section("examples", title, _table(columns, rows))
+
+
+def _example_cell(value: Any) -> object:
+    if isinstance(value, str) and (len(value) > 60 or "\n" in value):
+        shown = value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + " …"
+        return _Cell(esc(shown), "text")
+    return value
+
+
+_SECTIONS = (
+    ("summary", "Summary", _summary),
+    ("provenance", "Provenance", _provenance),
+    ("metrics", "Metrics", _metrics_section),
+    ("categories", "By category", _categories_section),
+    ("correlations", "Correlations", _correlation_section),
+    ("hypotheses", "Hypotheses", _hypotheses_section),
+    ("alignment", "Alignment check", _alignment_section),
+    ("mitigation", "Mitigation", _mitigation_section),
+    ("examples", "Examples", _examples_section),
+)
+
+
+def build_html(data: ReportData) -> str:
+    """The whole page as a string (pure: no files, no network)."""
+    template = Template(resources.files("valueharm.report").joinpath("template.html").read_text(encoding="utf-8"))
+    created = data.created or datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    meta = " · ".join(p for p in (f"experiment {data.experiment}" if data.experiment else "", created) if p)
+    nav = "".join(f'<a href="#{anchor}">{esc(label)}</a>' for anchor, label, _ in _SECTIONS)
+    body = "\n".join(render(data) for _, _, render in _SECTIONS)
+    return template.substitute(title=esc(data.title), meta=esc(meta), nav=nav, body=body, version=esc(__version__))
+
+
+def render_report(data: ReportData, path: str | Path) -> Path:
+    """Write the report to `path` atomically (a temporary file renamed into place): never half a page."""
+    path = Path(path)
+    page = build_html(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(page)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; a report is meant to be shared
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
