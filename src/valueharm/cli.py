@@ -644,6 +644,14 @@ def run_command(
     out.print(table)
 
 
+@app.command("report")
+def report(run: Annotated[Path, typer.Option("--run", help="Run directory of an experiment.")]) -> None:
+    """Recompute a run's metrics and analyses and write its self-contained HTML report."""
+    from valueharm.experiment import report_run
+
+    out.print(f"report: {report_run(run).resolve()}")
+
+
 @app.command("demo")
 def demo(
     run: Annotated[Path, typer.Option("--run", help="Run directory.")] = Path("runs/demo"),

@@ -716,6 +716,16 @@ def run_experiment(
     return experiment
 
 
+def report_run(run_dir: str | Path) -> Path:
+    """Recompute metrics and analyses of a run from its frozen config and store, and write its report again."""
+    run_dir = Path(run_dir)
+    frozen = run_dir / CONFIG_FILE
+    if not frozen.is_file() or not (run_dir / "results.sqlite").is_file():
+        raise ValueharmError(f"{run_dir}: not an experiment run (no {CONFIG_FILE} or results.sqlite)")
+    experiment = resolve(load_config(frozen), run_dir)
+    return finish(experiment)
+
+
 def finish(experiment: Experiment) -> Path:
     """Metrics, the value-alignment check, the analyses and the report, all from what the store holds."""
     from valueharm.metrics import compute_metrics

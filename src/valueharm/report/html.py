@@ -220,8 +220,20 @@ def _kv_value(value: Any) -> Html:
 
 
 def _provenance(data: ReportData) -> Html:
-    body = _key_values(data.provenance) if data.provenance else _empty("No provenance recorded.")
-    return _section("provenance", "Provenance", body)
+    """Short entries shown; long ones (the config, data checksums) folded so the results stay near the top."""
+    if not data.provenance:
+        return _section("provenance", "Provenance", _empty("No provenance recorded."))
+    rows = []
+    for key, value in data.provenance.items():
+        cell = _kv_value(value)
+        if isinstance(value, Mapping) and len(value) > 4:
+            cell = Html(f"<details><summary>{len(value)} entries</summary>{cell}</details>")
+        rows.append(f"<tr><th>{esc(key)}</th><td>{cell}</td></tr>")
+    return _section(
+        "provenance",
+        "Provenance",
+        Html(f'<div class="scroll kv"><table class="kv"><tbody>{"".join(rows)}</tbody></table></div>'),
+    )
 
 
 def _estimate(row: Mapping[str, Any]) -> Html:

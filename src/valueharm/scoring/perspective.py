@@ -78,7 +78,7 @@ class _Outcome:
     reason: str = ""
     retriable: bool = False
     retry_after_s: float | None = None
-    unreachable: bool = False
+    unreachable: bool = False  # no connection or no answer: the check fails at once, a text is retried
     rejected_key: bool = False
 
 
@@ -130,7 +130,7 @@ class PerspectiveScorer:
 
     def check(self) -> None:
         """The key variable is set, and the API answers a probe text with scores (so it accepts key, attributes
-        and languages); an unreachable endpoint fails at once, a busy one is retried."""
+        and languages); an endpoint that does not answer fails at once, a busy one (429, 5xx) is retried."""
         key = self._api_key()
         outcome = self._attempt(PROBE_TEXT, key)
         if outcome.unreachable:
@@ -209,7 +209,7 @@ class PerspectiveScorer:
             url = f"{self.base_url.rstrip('/')}/comments:analyze"
             response = self._http.post(url, json=payload, headers={KEY_HEADER: key})
         except httpx.TimeoutException:
-            return _Outcome(reason=f"timeout: no answer within {self.timeout_s:g}s", retriable=True)
+            return _Outcome(reason=f"timeout: no answer within {self.timeout_s:g}s", retriable=True, unreachable=True)
         except httpx.HTTPError as exc:
             reason = _redact(f"connection error: {_describe(exc)}", key)
             return _Outcome(reason=reason, retriable=True, unreachable=True)

@@ -1,0 +1,169 @@
+"""Experiments end to end on the tiny test model: validation with YAML paths, dry runs, kills and resumption."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import pytest
+import yaml
+
+from valueharm.errors import ValueharmError
+from valueharm.experiment import PlanSummary, load_config, run_experiment
+
+SMALL = {
+    "name": "small",
+    "base_model": "tiny:test",
+    "profiles": {"names": ["Pow", "Uni", "Hed"]},
+    "methods": ["vanilla", "vim", "icl"],
+    "training": {"vim": {"epochs": 1, "learning_rate": 5e-3, "limit": 12}},
+    "benchmarks": {
+        "rtp": {"limit": 3, "samples": 2, "max_new_tokens": 8, "scorers": ["lexicon"]},
+        "hex-phi": {"per_category": 1, "max_new_tokens": 8, "scorers": ["refusal"]},
+    },
+    "generation": {"options": {"batch_size": 16, "chunk_size": 8}},
+    "mitigation": {"conditions": ["safety"], "models": ["vim/Pow"], "benchmarks": ["hex-phi"]},
+    "analysis": {"alignment_check": {"per_value": 1}},
+    "metrics": {"n_boot": 50},
+}
+
+
+def write_config(tmp_path: Path, config: dict, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"benchmarks": {"hex-phi": {"limitt": 3}}}, r"benchmarks\.hex-phi\.limitt: unknown key"),
+        ({"profiles": {"names": ["Pwo"]}}, r"profiles: unknown profile 'Pwo'; did you mean: Pow"),
+        (
+            {"benchmarks": {"rtp": {"scorers": ["refusal"]}}},
+            r"benchmarks\.rtp\.scorers\[0\]: scorer 'refusal'.*not apply to rtp",
+        ),
+        ({"benchmarks": {"rtp": {"scorers": ["judgee"]}}}, r"benchmarks\.rtp\.scorers\[0\]: unknown scorer 'judgee'"),
+        ({"methods": ["vanilla", "telepathy"]}, r"methods\.1: "),
+        ({"mitigation": {"models": ["vim/Nobody"]}}, r"mitigation\.models\[0\]: unknown model 'vim/Nobody'"),
+        ({"benchmarks": {"hexphi": {}}}, r"benchmarks\.hexphi: unknown benchmark 'hexphi'"),
+    ],
+)
+def test_config_errors_name_the_yaml_path_before_any_work(tmp_path: Path, data_dir: Path, change: dict, message: str):
+    config = {**SMALL, **change, "data_dir": str(data_dir)}
+    if "benchmarks" in change:
+        config["benchmarks"] = {**SMALL["benchmarks"], **change["benchmarks"]}
+        config["mitigation"] = {}
+    with pytest.raises(ValueharmError, match=message):
+        run_experiment(write_config(tmp_path, config), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_malformed_yaml(tmp_path: Path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nbenchmarks: [\n")
+    with pytest.raises(ValueharmError, match=r"bad\.yaml:\d+: malformed YAML"):
+        load_config(path)
+
+
+def test_demo_config_plans(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("VALUEHARM_DATA", str(data_dir))
+    with resources.as_file(resources.files("valueharm") / "configs" / "demo.yaml") as config:
+        summary = run_experiment(config, tmp_path / "demo", dry_run=True)
+    assert isinstance(summary, PlanSummary)
+    totals = summary.totals()
+    assert totals["train"] == 4 and totals["generate"] > 1000 and totals["score"] > 500
+    assert not (tmp_path / "demo").exists()
+
+
+def run_cli(config: Path, run: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "valueharm", "run", str(config), "--run", str(run), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
+    )  # fmt: skip
+
+
+def outcome(run: Path) -> tuple:
+    with sqlite3.connect(run / "results.sqlite") as db:
+        generations = sorted(db.execute("SELECT key, text FROM generations WHERE error IS NULL"))
+        scores = sorted(db.execute("SELECT key, scorer, value, label FROM scores"))
+        metrics = sorted(
+            db.execute("SELECT model_key, benchmark, category, metric, variant, value, n_used FROM metrics")
+        )
+    return generations, scores, metrics
+
+
+def wait_for(condition, timeout: float = 240) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run never reached the point to kill it at")
+
+
+def jobs_done(run: Path, prefix: str) -> int:
+    try:
+        with sqlite3.connect(run / "results.sqlite") as db:
+            return db.execute(
+                "SELECT COUNT(*) FROM jobs WHERE job_id LIKE ? AND status='done'", (prefix + "%",)
+            ).fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def generations_stored(run: Path) -> int:
+    try:
+        with sqlite3.connect(run / "results.sqlite") as db:
+            return db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path: Path, data_dir: Path):
+    config = write_config(tmp_path, {**SMALL, "data_dir": str(data_dir)})
+    clean = run_cli(config, tmp_path / "clean")
+    _, err = clean.communicate(timeout=600)
+    assert clean.returncode == 0, err.decode()[-2000:]
+    expected = outcome(tmp_path / "clean")
+    assert expected[0] and expected[1] and expected[2]
+    report = (tmp_path / "clean" / "report" / "index.html").read_text()
+    assert "data:image/png;base64," in report
+
+    kill_points = {
+        "after the first adapter": lambda run: (run / "adapters" / "vim" / "Pow" / "meta.json").exists(),
+        "mid-generation": lambda run: generations_stored(run) >= 16,
+        "mid-scoring": lambda run: jobs_done(run, "score:") >= 1,
+    }
+    for label, reached in kill_points.items():
+        run = tmp_path / label.replace(" ", "-")
+        process = run_cli(config, run)
+        wait_for(lambda: reached(run) or process.poll() is not None)  # noqa: B023
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        resumed = run_cli(config, run)
+        _, err = resumed.communicate(timeout=600)
+        assert resumed.returncode == 0, f"{label}: {err.decode()[-2000:]}"
+        assert outcome(run) == expected, label
+
+
+def test_dry_run_reports_what_is_done(tmp_path: Path, data_dir: Path):
+    config = {**SMALL, "data_dir": str(data_dir), "methods": ["vanilla"], "mitigation": {}}
+    path = write_config(tmp_path, config)
+    run_experiment(path, tmp_path / "run", progress=False)
+    summary = run_experiment(path, tmp_path / "run", dry_run=True)
+    assert summary.totals() == {"generate": 0, "score": 0}
+    frozen = yaml.safe_load((tmp_path / "run" / "experiment.yaml").read_text())
+    assert frozen["methods"] == ["vanilla"]
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["versions"]["torch"].startswith("2.13") and manifest["data"]["hex-phi.csv"] == "ok"
+    changed = write_config(tmp_path, {**config, "metrics": {"n_boot": 60}}, "changed.yaml")
+    with pytest.raises(ValueharmError, match="started with a different config \\(changed: metrics\\)"):
+        run_experiment(changed, tmp_path / "run")
