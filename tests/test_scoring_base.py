@@ -32,7 +32,7 @@ def test_parse_typed_options():
     ("spec", "error"),
     [
         ("clasifier:model=x", "unknown scorer 'clasifier'; did you mean: classifier?"),
-        ("perplexity", "unknown scorer 'perplexity'; known: classifier, guard, lexicon, refusal"),
+        ("perplexity", "unknown scorer 'perplexity'; known: classifier, guard, judge, lexicon, perspective, refusal"),
         ("classifier:model=x,colour=red", "scorer 'classifier' has no option 'colour'; its options: model, task"),
         ("classifier:model=x,max_length=long", "option max_length='long': expected an integer"),
         ("classifier:model=x,trust_remote_code=maybe", "option trust_remote_code='maybe': expected true or false"),
@@ -48,7 +48,7 @@ def test_bad_specs(spec: str, error: str):
 
 def test_unknown_scorer_is_an_unknown_name():
     with pytest.raises(UnknownNameError):
-        build_scorer("perspective")
+        build_scorer("perplexity")
 
 
 def test_build_fills_context_and_names_missing_options(data_dir: Path):
