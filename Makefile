@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 # CPU machines: constrain torch to the CPU build so no CUDA packages are pulled.
 CONSTRAINTS := $(if $(shell command -v nvidia-smi),,-c constraints-cpu.txt)
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint clean chromium
 
 setup: $(VENV)/.installed
 
@@ -25,7 +25,12 @@ $(VENV)/.installed: pyproject.toml constraints-cpu.txt
 demo: setup
 	$(BIN)/valueharm demo
 
-test: setup
+# The report test renders the HTML report in headless Chromium (Debian's package; no browser download).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: setup chromium
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 

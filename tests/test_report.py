@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -191,7 +190,6 @@ def test_a_failed_write_keeps_the_old_report(full: ReportData, tmp_path: Path, m
     assert path.read_text(encoding="utf-8") == "old" and [p.name for p in tmp_path.iterdir()] == ["index.html"]
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
 def test_headless_chromium_renders_tables_and_images(full: ReportData, tmp_path: Path) -> None:
     path = render_report(full, tmp_path / "index.html")
     profile = tmp_path / "chromium-profile"

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from valueharm import paths
 from valueharm.errors import ValueharmError
+from valueharm.yamlfile import read_yaml
 
 TINY_PREFIX = "tiny:"  # `base_model: tiny:demo` is the built-in offline model
 SURVEY = "value-survey"
@@ -135,13 +136,7 @@ class ExperimentConfig(_Strict):
 def load_config(path: str | Path) -> ExperimentConfig:
     """Parse and validate the YAML; each problem is reported with its YAML path."""
     path = Path(path)
-    if not path.is_file():
-        raise ValueharmError(f"{path}: experiment file not found")
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise ValueharmError(f"{path}{f':{mark.line + 1}' if mark else ''}: malformed YAML") from None
+    document = read_yaml(path, "experiment")
     if not isinstance(document, dict):
         raise ValueharmError(f"{path}: expected a mapping of settings at the top level")
     try:

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from valueharm.data.registry import require_file
 from valueharm.errors import UnknownNameError, ValueharmError
 from valueharm.registry import Registry, unknown_name_message
+from valueharm.yamlfile import read_yaml
 
 # Spelled as in the column headers of the published files (valueEval_10.csv, extreme_distributions.csv).
 VALUES: tuple[str, ...] = (
@@ -162,14 +161,7 @@ def read_profile_table(path: Path, name_column: str | None = None) -> list[Value
 
 def read_profile_yaml(path: Path) -> list[ValueProfile]:
     """Profiles from YAML: either `{profiles: [{name, scores: {value: score}}]}` or `{name: {value: score}}`."""
-    if not path.is_file():
-        raise ValueharmError(f"{path}: profile file not found")
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ValueharmError(f"{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
+    document = read_yaml(path, "profile")
     if isinstance(document, dict) and set(document) == {"profiles"}:
         document = document["profiles"]
     entries: list[tuple[str, Any]]

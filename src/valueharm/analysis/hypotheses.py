@@ -33,6 +33,7 @@ from valueharm.data.benchmarks import BENCHMARKS
 from valueharm.errors import UnknownNameError, ValueharmError
 from valueharm.registry import unknown_name_message
 from valueharm.values import HIGHER_ORDER, canonical_value
+from valueharm.yamlfile import read_yaml
 
 DEFAULT_ALPHA = 0.05
 
@@ -186,16 +187,7 @@ def _target(text: str, where: str) -> tuple[str, str]:
 
 def load_hypotheses(path: str | Path) -> list[Hypothesis]:
     """A user's hypothesis table from YAML; every problem names the file and the entry."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueharmError(f"{path}: hypothesis file not found")
-    try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise ValueharmError(f"{where}: malformed YAML ({getattr(err, 'problem', err)})") from None
-    return parse_hypotheses(document, str(path))
+    return parse_hypotheses(read_yaml(path, "hypothesis"), str(path))
 
 
 @cache
