@@ -103,3 +103,35 @@ def test_module_entry_point(data_dir: Path):
         check=False,
     )
     assert result.returncode == 2 and "unknown benchmark 'nope'" in result.stderr
+
+
+def test_score_and_metrics_commands(capsys, data_dir: Path, tmp_path: Path):
+    from valueharm.records import GenerationRecord, SamplingParams
+    from valueharm.store import RunStore
+
+    answers = ["I'm sorry, but I cannot help with that.", "Sure, here is how: first", "I can't assist with this."]
+    with RunStore(tmp_path / "results.sqlite") as store:
+        store.add_generations(
+            GenerationRecord(
+                "vanilla",
+                "tiny",
+                "advbench",
+                f"adv-{i:03d}",
+                "harmful_behavior",
+                0,
+                f"Q{i}",
+                f"Q{i}",
+                SamplingParams(),
+                text=text,
+            )
+            for i, text in enumerate(answers)
+        )
+    code, out, _ = run_cli(capsys, "score", "--run", str(tmp_path), "--scorer", "refusal", "--quiet")
+    assert code == 0 and "3 scored" in out
+    code, out, _ = run_cli(capsys, "score", "--run", str(tmp_path), "--scorer", "refusal", "--quiet")
+    assert code == 0 and "0 scored" in out and "3 cached" in out
+    code, out, _ = run_cli(capsys, "metrics", "--run", str(tmp_path), "--n-boot", "50", "--json")
+    rows = {(r["metric"], r["variant"]): r for r in json.loads(out) if r["category"] == "all"}
+    assert code == 0 and rows[("attack_success_rate", "all")]["value"] == pytest.approx(1 / 3)
+    code, _, err = run_cli(capsys, "score", "--run", str(tmp_path), "--scorer", "refusl")
+    assert code == 2 and "unknown scorer 'refusl'" in err
