@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import signal
 import sqlite3
@@ -16,6 +17,7 @@ import psutil
 import pytest
 import yaml
 
+import valueharm
 from valueharm.errors import ValueharmError
 from valueharm.experiment import GenerateJob, LocalExecutor, make_executor, run_experiment
 from valueharm.ray_executor import RayExecutor, RaySettings, split_groups
@@ -36,7 +38,7 @@ SMALL = {
     "training": {"vim": {"epochs": 1, "learning_rate": 5e-3, "limit": 12}},
     "benchmarks": {
         "rtp": {"limit": 2, "samples": 2, "max_new_tokens": 8, "scorers": ["lexicon"]},
-        "hex-phi": {"per_category": 1, "max_new_tokens": 8, "scorers": ["refusal"]},
+        "hex-phi": {"limit": 3, "max_new_tokens": 8, "scorers": ["refusal"]},
     },
     "generation": {"options": {"batch_size": 16, "chunk_size": 8}},
     "mitigation": {"conditions": ["safety"], "models": ["vim/Pow"], "benchmarks": ["hex-phi"]},
@@ -114,11 +116,12 @@ def test_killed_workers_are_retried_to_the_clean_result(
     def killer() -> None:
         for task, ready in (("ray::train:", lambda: True), ("ray::generate:", lambda: generations_stored(run) >= 8)):
             while process.poll() is None:
-                worker = next((p for p in ray_workers() if p.cmdline()[0].startswith(task)), None)
+                worker = next(((p, title) for p, title in ray_workers() if title.startswith(task)), None)
                 if worker is not None and ready():
-                    killed.append(worker.cmdline()[0])
-                    worker.send_signal(signal.SIGKILL)
-                    break
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        worker[0].send_signal(signal.SIGKILL)
+                        killed.append(worker[1])
+                        break
                 threading.Event().wait(0.05)
 
     process = run_cli(config, run, "--executor", "ray", "--address", cluster)
@@ -135,14 +138,30 @@ def test_killed_workers_are_retried_to_the_clean_result(
     assert ray.cluster_resources()["CPU"] == 2  # the cluster given by address is still up
 
 
-def ray_workers() -> list[psutil.Process]:
+@needs_ray
+def test_a_killed_driver_resumes_to_the_clean_result(cluster: str, config: Path, local_outcome: tuple, tmp_path: Path):
+    """SIGKILL the driver mid-generation: the cluster drops its tasks, and the same command resumes from the store."""
+    run = tmp_path / "run"
+    process = run_cli(config, run, "--executor", "ray", "--address", cluster)
+    while generations_stored(run) < 16 and process.poll() is None:
+        threading.Event().wait(0.05)
+    process.kill()
+    process.wait()
+    assert 16 <= generations_stored(run) < len(local_outcome[0])
+    resumed = run_cli(config, run, "--executor", "ray", "--address", cluster)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()[-3000:]
+    assert outcome(run) == local_outcome
+
+
+def ray_workers() -> list[tuple[psutil.Process, str]]:
+    """The workers of the cluster this test process started (its descendants, not another test run's), by title."""
     workers = []
-    for process in psutil.process_iter():
-        try:
-            if process.cmdline()[:1] and process.cmdline()[0].startswith("ray::"):
-                workers.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, IndexError):
+            title = process.cmdline()[0]
+            if title.startswith("ray::"):
+                workers.append((process, title))
     return workers
 
 
@@ -157,7 +176,8 @@ def generations_stored(run: Path) -> int:
 @needs_ray
 def test_a_failing_job_fails_alone_and_the_run_says_so(cluster: str, data_dir: Path, tmp_path: Path):
     """An error raised in a task (not a dead worker) is not retried: its job and the jobs that need it are marked
-    failed, everything else is stored, and the run ends with the task's own error message."""
+    failed, everything else is stored — the other model of the same generation group too — and the run ends with
+    the task's own error message."""
     config = {
         **SMALL,
         "data_dir": str(data_dir),
@@ -171,7 +191,7 @@ def test_a_failing_job_fails_alone_and_the_run_says_so(cluster: str, data_dir: P
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ValueharmError, match=r"2 job\(s\) failed.*train:vim/Pow: .*no training examples fit"):
-        run_experiment(path, tmp_path / "run", executor=RayExecutor())
+        run_experiment(path, tmp_path / "run", executor=RayExecutor(settings={"generate": {"groups": 1}}))
     _, scores, _, jobs = outcome(tmp_path / "run")
     assert dict(jobs) == {
         "train:vim/Pow": "failed",
@@ -180,6 +200,9 @@ def test_a_failing_job_fails_alone_and_the_run_says_so(cluster: str, data_dir: P
         "score:rtp:lexicon": "done",
     }
     assert len(scores) == 2  # the vanilla generations, scored
+    with sqlite3.connect(tmp_path / "run" / "results.sqlite") as db:
+        (detail,) = db.execute("SELECT detail FROM jobs WHERE job_id = 'generate:vim/Pow:rtp'").fetchone()
+    assert "needs train:vim/Pow, which failed" in detail
 
 
 @needs_ray
@@ -204,10 +227,17 @@ def test_adapters_go_to_the_shared_dir(cluster: str, data_dir: Path, tmp_path: P
 
 
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delitem(sys.modules, "valueharm.ray_executor")
+    monkeypatch.delitem(sys.modules, "valueharm.ray_executor")  # imported afresh below, and restored after
+    monkeypatch.delattr(valueharm, "ray_executor")
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
     with pytest.raises(ValueharmError, match=r"pip install 'valueharm\[ray\]'"):
         make_executor("ray")
+
+
+@needs_ray
+def test_ray_client_addresses_are_refused_with_the_alternative():
+    with pytest.raises(ValueharmError, match=r"Ray Client is not supported.*--address auto"):
+        make_executor("ray", "ray://head:10001")
 
 
 def test_only_the_ray_executor_imports_ray():
@@ -229,6 +259,8 @@ def test_only_the_ray_executor_imports_ray():
         ({"score": {"memory": "lots"}}, r"ray\.score\.memory: expected bytes"),
         ({"max_retries": -1}, r"ray\.max_retries: must be ≥ 0"),
         ({"generate": {"groups": 0}}, r"ray\.generate\.groups: must be ≥ 1"),
+        ({"generate": {"groups": 1.5}}, r"ray\.generate\.groups: expected an integer, got 1\.5"),
+        ({"train": {"num_cpus": "two"}}, r"ray\.train\.num_cpus: expected a number"),
     ],
 )
 def test_settings_errors_name_the_key(settings: dict, message: str):
@@ -238,10 +270,10 @@ def test_settings_errors_name_the_key(settings: dict, message: str):
 
 def test_settings_from_a_plain_dict():
     settings = RaySettings.from_dict(
-        {"train": {"num_gpus": 1, "memory": "16GiB"}, "score": {"actors": 4}, "shared_dir": "/shared/runs"}
+        {"train": {"num_gpus": 1, "memory": "16GiB"}, "score": {"tasks": 4}, "shared_dir": "/shared/runs"}
     )
     assert settings.train.num_gpus == 1 and settings.train.memory == 16 * 2**30
-    assert settings.score.actors == 4 and settings.score.num_gpus == 0 and settings.generate.num_gpus is None
+    assert settings.score.tasks == 4 and settings.score.num_gpus == 0 and settings.generate.num_gpus is None
     assert settings.shared_dir == Path("/shared/runs") and settings.max_retries == 2
 
 

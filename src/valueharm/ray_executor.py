@@ -8,13 +8,14 @@ How the plan maps onto Ray:
   complete; Ray retries it (`max_retries`) when its worker dies;
 - the pending GenerateJobs are split into `generate.groups` groups (default: as many as the cluster runs at once),
   keeping every job of one adapter in one group; each group is one streaming task that opens ONE backend for all its
-  models and yields its records chunk by chunk. It takes the ObjectRefs of the train tasks it needs as arguments, so
-  Ray starts it once they are done. When its worker dies the driver starts it again with the keys it already
-  received, so the retry only makes what is missing;
-- each scorer (one spec, across its benchmarks) is served by `score.actors` actors that load it once; the driver
-  sends them batches of stored generations not yet scored. An actor scores one batch at a time, so an API scorer
-  has at most `score.actors` × its own `max_concurrency` requests in flight across the whole cluster — that bound
-  is how API limits are shared. Actors are restarted and their batch retried when their worker dies.
+  models and yields its records chunk by chunk. The driver starts a group once the training it needs is over
+  (leaving out the models whose adapter failed, which fail with it). When its worker dies the driver starts it
+  again (up to `max_retries` times) with the keys it already received, so the retry only makes what is missing;
+- once generation is over, each scorer (one spec, across its benchmarks) gets the stored generations it has not
+  scored, in batches shared among `score.tasks` streaming tasks; each loads the scorer once and scores one batch
+  at a time, so an API scorer has at most `score.tasks` × its own `max_concurrency` requests in flight across the
+  whole cluster — that bound is how API limits are shared. A task whose worker dies is started again by the
+  driver for the batches not yet stored.
 
 Results flow back to the driver, the only writer of the run store: generations as each chunk arrives, scores as
 each batch returns. A job is marked done in the ledger only when every record it planned is stored without error;
@@ -30,9 +31,9 @@ installed (the same image as the driver). A `runtime_env` setting replaces that 
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
+import typing
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -66,7 +67,7 @@ LOCAL_OBJECT_STORE = 256 * 2**20  # bytes; records and the experiment are small,
 
 @dataclass(frozen=True)
 class Resources:
-    """What one task or actor asks Ray for. `num_gpus` None: 1 when the cluster has GPUs, else 0."""
+    """What one task asks Ray for. `num_gpus` None: 1 when the cluster has GPUs, else 0."""
 
     num_cpus: float = 1
     num_gpus: float | None = None
@@ -81,7 +82,7 @@ class GenerateSettings(Resources):
 @dataclass(frozen=True)
 class ScoreSettings(Resources):
     num_gpus: float | None = 0
-    actors: int = 1  # per scorer: with its own max_concurrency, the bound on API requests in flight cluster-wide
+    tasks: int = 1  # per scorer, at once; with its own max_concurrency, the bound on API requests in flight
     batch_size: int = 32
 
 
@@ -89,7 +90,7 @@ class ScoreSettings(Resources):
 class LocalClusterSettings:
     """The cluster started for one run when no address is given."""
 
-    num_cpus: int | None = None  # default: every CPU of this machine
+    num_cpus: int | None = None  # default: Ray's detection (every CPU this process may use)
     num_gpus: int | None = None  # default: Ray's detection
     object_store_memory: int = LOCAL_OBJECT_STORE
 
@@ -101,7 +102,7 @@ class RaySettings:
     train: Resources = field(default_factory=Resources)
     generate: GenerateSettings = field(default_factory=GenerateSettings)
     score: ScoreSettings = field(default_factory=ScoreSettings)
-    max_retries: int = 2  # per task or actor, when its worker or node dies
+    max_retries: int = 2  # per task, when its worker or node dies
     shared_dir: Path | None = None  # where adapters go, seen by every node; default: the run directory
     runtime_env: dict[str, Any] | None = None  # default: ship valueharm's source when connecting to a cluster
     local: LocalClusterSettings = field(default_factory=LocalClusterSettings)
@@ -115,8 +116,8 @@ class RaySettings:
             raise ValueharmError(f"ray.max_retries: must be ≥ 0, got {settings.max_retries}")
         if settings.generate.groups is not None and settings.generate.groups < 1:
             raise ValueharmError(f"ray.generate.groups: must be ≥ 1, got {settings.generate.groups}")
-        if settings.score.actors < 1 or settings.score.batch_size < 1:
-            raise ValueharmError("ray.score: actors and batch_size must be ≥ 1")
+        if settings.score.tasks < 1 or settings.score.batch_size < 1:
+            raise ValueharmError("ray.score: tasks and batch_size must be ≥ 1")
         return settings
 
 
@@ -132,6 +133,7 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
     for key in values:
         if key not in known:
             raise ValueharmError(f"{where}.{key}: unknown key; known: {', '.join(sorted(known))}")
+    hints = typing.get_type_hints(cls)
     typed: dict[str, Any] = {}
     for key, value in values.items():
         if key in _NESTED and cls is RaySettings:
@@ -141,8 +143,19 @@ def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
         elif key == "shared_dir" and value is not None:
             typed[key] = Path(value).expanduser()
         else:
-            typed[key] = value
+            typed[key] = _number(value, hints[key], f"{where}.{key}")
     return cls(**typed)
+
+
+def _number(value: Any, hint: Any, where: str) -> Any:
+    """A value for a numeric field must be a number (an integer where only int is allowed); others pass."""
+    kinds = set(typing.get_args(hint)) or {hint}
+    if value is None or not kinds & {int, float}:
+        return value
+    allowed = (int, float) if float in kinds else (int,)
+    if isinstance(value, bool) or not isinstance(value, allowed):
+        raise ValueharmError(f"{where}: expected {'a number' if float in kinds else 'an integer'}, got {value!r}")
+    return value
 
 
 def _bytes(value: Any, where: str) -> int:
@@ -170,16 +183,23 @@ def _check_resources(where: str, resources: Resources) -> None:
 
 
 class RayExecutor:
-    """Runs the job plan as Ray tasks and actors; the driver (this process) alone writes the run store.
+    """Runs the job plan as Ray tasks; the driver (this process) alone writes the run store.
 
     `address` None starts a local cluster for the run and shuts it down at the end (or uses the connection this
-    process already has); an address (`auto`, `ray://host:10001`, `host:6379`) connects and leaves the cluster
-    running. `settings` is a plain dict, see RaySettings.
+    process already has); an address (`auto` on a node of the cluster, or `host:6379`) connects and leaves the
+    cluster running. Ray Client addresses (`ray://`) are refused: the driver streams generations and writes the
+    store, so it belongs on a node of the cluster (log in to one, or `ray job submit -- valueharm run …`).
+    `settings` is a plain dict, see RaySettings.
     """
 
     def __init__(self, address: str | None = None, settings: Mapping[str, Any] | None = None) -> None:
         if ray is None:
             raise ValueharmError(INSTALL_HINT)
+        if address and address.startswith("ray://"):
+            raise ValueharmError(
+                f"--address {address}: Ray Client is not supported; run valueharm on a node of the cluster with "
+                "--address auto (or submit it as a Ray job: ray job submit -- valueharm run …)"
+            )
         self.address = address
         self.settings = RaySettings.from_dict(settings)
 
@@ -206,7 +226,7 @@ class RayExecutor:
         else:
             local = self.settings.local
             ray.init(
-                num_cpus=local.num_cpus or os.cpu_count(), num_gpus=local.num_gpus, include_dashboard=False,
+                num_cpus=local.num_cpus, num_gpus=local.num_gpus, include_dashboard=False,
                 object_store_memory=local.object_store_memory, runtime_env=self.settings.runtime_env, **options,
             )  # fmt: skip
         try:
@@ -227,7 +247,7 @@ def _train(experiment: Experiment, job: TrainJob) -> str:
 _END = object()
 
 
-def _generate(experiment: Experiment, jobs: Sequence[GenerateJob], done: set[str], *_trained: str) -> Iterator[Any]:
+def _generate(experiment: Experiment, jobs: Sequence[GenerateJob], done: set[str]) -> Iterator[Any]:
     """Stream the group's records in the chunks generate_jobs hands its sink (it runs in a thread to yield them)."""
     chunks: queue.Queue[Any] = queue.Queue()  # unbounded: a put never blocks, so the thread always ends
 
@@ -245,20 +265,17 @@ def _generate(experiment: Experiment, jobs: Sequence[GenerateJob], done: set[str
         yield item
 
 
-class _Scorer:
-    """One scorer, built and checked once per actor (a model loads once), scoring batches."""
+def _score(spec: str, data_dir: Path, batches: Sequence[Sequence[Any]]) -> Iterator[list[Any]]:
+    """Load the scorer once, then yield each batch's scores, checked one to one against it."""
+    from valueharm.scoring.base import build_scorer
+    from valueharm.scoring.run import _checked
 
-    def __init__(self, spec: str, data_dir: Path) -> None:
-        self.spec, self.data_dir = spec, data_dir
-        self.scorer: Any = None
-
-    def score(self, batch: Sequence[Any]) -> list[Any]:
-        if self.scorer is None:  # here rather than in __init__, so a failed check reaches the driver as itself
-            from valueharm.scoring.base import build_scorer
-
-            self.scorer = build_scorer(self.spec, data_dir=self.data_dir)
-            self.scorer.check()
-        return self.scorer.score(batch)
+    if not batches:  # a restart after the last batch came back: load nothing
+        return
+    scorer = build_scorer(spec, data_dir=data_dir)
+    scorer.check()
+    for batch in batches:
+        yield _checked(scorer.score(batch), batch, scorer.id)
 
 
 def _probe(path: str, token: str, needed: Sequence[str]) -> list[str]:
@@ -272,24 +289,13 @@ def _probe(path: str, token: str, needed: Sequence[str]) -> list[str]:
 
 
 @dataclass
-class _Group:
-    name: str  # the task's name in Ray (dashboard, logs, process title)
-    jobs: list[GenerateJob]
-    keys: dict[str, list[str]]  # job id → the keys of the records it plans
-    needs: list[Any]  # ObjectRefs of the train tasks it waits for
+class _Stream:
+    """A streaming task that the driver starts again, for what the store still lacks, when its worker dies."""
+
+    submit: Callable[[], Any]  # starts the task for the work not yet stored; returns its ObjectRefGenerator
+    write: Callable[[Any], None]  # stores one chunk
+    end: Callable[[Exception | None], None]  # called once: None when the task finished, else why it failed
     attempts: int = 0
-
-
-@dataclass
-class _Pool:
-    """The actors of one scorer and the batches left for them."""
-
-    spec: str
-    scorer_id: str
-    jobs: list[ScoreJob]
-    batches: list[list[Any]]
-    actors: list[Any] = field(default_factory=list)
-    failed: str | None = None
 
 
 class _Run:
@@ -301,7 +307,10 @@ class _Run:
         self.gpus = ray.cluster_resources().get("GPU", 0) > 0
         self.waiting: dict[Any, Callable[[Any], None]] = {}  # ObjectRef or generator → what to do when ready
         self.failures: list[str] = []
-        self.generating = 0  # groups still running; scoring starts when none is
+        self.training: set[str] = set()  # train jobs not over yet
+        self.untrained: set[str] = set()  # train jobs that failed
+        self.held: list[tuple[str, list[GenerateJob], dict[str, list[str]]]] = []  # groups waiting for training
+        self.generating = 0  # groups not over yet; scoring starts when none is
         self.scores: list[ScoreJob] = []
         self.bar = _Bars(None)
 
@@ -310,10 +319,11 @@ class _Run:
         self.experiment_ref = ray.put(self.worker_view)
         with _progress(self.experiment.config.progress) as bars:
             self.bar = bars
-            trained = self.submit_training([job for job in pending if isinstance(job, TrainJob)])
-            self.submit_generation([job for job in pending if isinstance(job, GenerateJob)], trained)
             self.scores = [job for job in pending if isinstance(job, ScoreJob)]
-            if not self.generating:
+            self.submit_training([job for job in pending if isinstance(job, TrainJob)])
+            if generates := [job for job in pending if isinstance(job, GenerateJob)]:
+                self.submit_generation(generates)  # scoring starts when its last group is over
+            else:
                 self.submit_scoring()
             while self.waiting:
                 ready, _ = ray.wait(list(self.waiting), num_returns=1)
@@ -359,46 +369,87 @@ class _Run:
         memory = {"memory": resources.memory} if resources.memory else {}
         return {"num_cpus": resources.num_cpus, "num_gpus": gpus, **memory, **extra}
 
+    def stream(self, work: _Stream) -> None:
+        work.attempts += 1
+        self.waiting[work.submit()] = lambda generator: self.received(work, generator)
+
+    def received(self, work: _Stream, generator: Any) -> None:
+        """The next chunk of a streaming task, written at once; or its end."""
+        try:
+            chunk = ray.get(next(generator))
+        except StopIteration:
+            work.end(None)
+            return
+        except ray.exceptions.RayError as error:
+            if _retryable(error) and work.attempts <= self.settings.max_retries:
+                self.stream(work)
+            else:
+                work.end(error)
+            return
+        work.write(chunk)
+        self.waiting[generator] = lambda generator: self.received(work, generator)
+
+    def fail(self, job: Job, kind: str, error: Exception | str) -> None:
+        reason = error if isinstance(error, str) else _reason(error)
+        self.failures.append(f"{job.id}: {reason}")
+        self.store.set_job(job.id, kind, "failed", {"error": reason})
+
     # ------------------------------------------------------------------------------------------------- training
 
-    def submit_training(self, jobs: Sequence[TrainJob]) -> dict[str, Any]:
-        """One task per adapter; returns job id → its ObjectRef, for the generation groups to wait on."""
+    def submit_training(self, jobs: Sequence[TrainJob]) -> None:
+        """One task per adapter, retried by Ray when its worker dies."""
         remote = ray.remote(_train)
-        refs = {}
         self.bar.add("training", len(jobs))
         for job in jobs:
             ref = remote.options(
                 **self.options(self.settings.train, max_retries=self.settings.max_retries, name=job.id)
             ).remote(self.experiment_ref, job)
-            refs[job.id] = ref
+            self.training.add(job.id)
             self.waiting[ref] = lambda ref, job=job: self.trained(job, ref)
-        return refs
 
     def trained(self, job: TrainJob, ref: Any) -> None:
+        self.training.discard(job.id)
         try:
             ray.get(ref)
         except ray.exceptions.RayError as error:
+            self.untrained.add(job.id)
             self.fail(job, "train", error)
-            return
-        self.store.set_job(job.id, "train", "done")
-        self.bar.advance("training", 1)
+        else:
+            self.store.set_job(job.id, "train", "done")
+            self.bar.advance("training", 1)
+        self.release()
 
     # ----------------------------------------------------------------------------------------------- generation
 
-    def submit_generation(self, jobs: Sequence[GenerateJob], trained: Mapping[str, Any]) -> None:
-        if not jobs:
-            return
+    def submit_generation(self, jobs: Sequence[GenerateJob]) -> None:
         planned = planned_records(self.experiment, jobs)
         keys = {job_id: [record.key for record in records] for job_id, records in planned.items()}
         stored = self.store.done_generation_keys()
         self.bar.add("generating", sum(key not in stored for job_keys in keys.values() for key in job_keys))
         groups = split_groups(self.experiment, jobs, keys, self.group_count())
-        for index, group_jobs in enumerate(groups):
-            needs = list(dict.fromkeys(trained[need] for job in group_jobs for need in job.needs if need in trained))
-            name = f"generate:{index + 1}/{len(groups)}"
-            group = _Group(name, group_jobs, {job.id: keys[job.id] for job in group_jobs}, needs)
-            self.generating += 1
-            self.start_group(group, stored)
+        self.held = [(f"generate:{index + 1}/{len(groups)}", group, keys) for index, group in enumerate(groups)]
+        self.generating = len(groups)
+        self.release()
+
+    def release(self) -> None:
+        """Start each held group whose training is over — without the jobs whose adapter failed to train, so one
+        failed adapter does not hold up the other models of its group."""
+        for held in [held for held in self.held if not {n for job in held[1] for n in job.needs} & self.training]:
+            self.held.remove(held)
+            name, group, keys = held
+            for job in group:
+                if failed := sorted(set(job.needs) & self.untrained):
+                    self.fail(job, "generate", f"needs {', '.join(failed)}, which failed")
+            ready = [job for job in group if not set(job.needs) & self.untrained]
+            if ready:
+                self.stream(self.generation(name, ready, keys))
+            else:
+                self.group_over()
+
+    def group_over(self) -> None:
+        self.generating -= 1
+        if not self.generating:
+            self.submit_scoring()
 
     def group_count(self) -> int:
         if self.settings.generate.groups:
@@ -408,51 +459,41 @@ class _Run:
             return max(1, int(resources.get("GPU", 0) // options["num_gpus"]))
         return max(1, int(resources.get("CPU", 1) // max(options["num_cpus"], 1e-9)))
 
-    def start_group(self, group: _Group, stored: set[str]) -> None:
-        group.attempts += 1
-        done = {key for job_keys in group.keys.values() for key in job_keys if key in stored}
-        stream = (
-            ray.remote(_generate)
-            .options(**self.options(self.settings.generate, max_retries=0, name=group.name))
-            .remote(self.experiment_ref, group.jobs, done, *group.needs)
-        )
-        self.waiting[stream] = lambda stream: self.received(group, stream)
+    def generation(self, name: str, group: list[GenerateJob], keys: Mapping[str, list[str]]) -> _Stream:
+        """One group's streaming task: ONE backend for all its models."""
+        remote = ray.remote(_generate).options(**self.options(self.settings.generate, max_retries=0, name=name))
+        group_keys = [key for job in group for key in keys[job.id]]
 
-    def received(self, group: _Group, stream: Any) -> None:
-        """The next chunk of a group, written at once; or the group's end, when its jobs are judged."""
-        try:
-            records = ray.get(next(stream))
-        except StopIteration:
-            self.finish_group(group, None)
-            return
-        except ray.exceptions.RayError as error:
-            if _retryable(error) and group.attempts <= self.settings.max_retries:
-                self.start_group(group, self.store.done_generation_keys())  # only what is still missing
-            else:
-                self.finish_group(group, error)
-            return
-        self.store.add_generations(records)
-        self.bar.advance("generating", sum(record.error is None for record in records))
-        self.waiting[stream] = lambda stream: self.received(group, stream)
+        def submit() -> Any:
+            done = self.store.done_generation_keys(group_keys)  # a restart makes only what is missing
+            return remote.remote(self.experiment_ref, group, done)
 
-    def finish_group(self, group: _Group, error: Exception | None) -> None:
-        stored = self.store.done_generation_keys([key for keys in group.keys.values() for key in keys])
-        for job in group.jobs:
-            if error is not None:
-                self.fail(job, "generate", error)
-            else:
-                complete = all(key in stored for key in group.keys[job.id])
-                self.store.set_job(job.id, "generate", "done" if complete else "failed", {"attempts": group.attempts})
-        self.generating -= 1
-        if not self.generating:
-            self.submit_scoring()
+        def write(records: list[Any]) -> None:
+            self.store.add_generations(records)
+            self.bar.advance("generating", sum(record.error is None for record in records))
+
+        def end(error: Exception | None) -> None:
+            """Each job is done only if every record it planned is stored without error."""
+            stored = self.store.done_generation_keys(group_keys)
+            for job in group:
+                if error is not None:
+                    self.fail(job, "generate", error)
+                elif all(key in stored for key in keys[job.id]):
+                    self.store.set_job(job.id, "generate", "done", {"attempts": stream.attempts})
+                else:
+                    self.store.set_job(job.id, "generate", "failed", {"error": "requests failed; see the records"})
+            self.group_over()
+
+        stream = _Stream(submit, write, end)
+        return stream
 
     # ---------------------------------------------------------------------------------------------------- scoring
 
     def submit_scoring(self) -> None:
-        """Per scorer, what its benchmarks have stored and it has not scored, in batches to its actors."""
+        """Per scorer (across its benchmarks), what is stored and not yet scored, shared by its `tasks` tasks."""
         from valueharm.scoring.base import build_scorer
 
+        size = self.settings.score.batch_size
         for spec in dict.fromkeys(job.scorer for job in self.scores):
             jobs = [job for job in self.scores if job.scorer == spec]
             scorer_id = build_scorer(spec, data_dir=self.experiment.data_dir).id
@@ -463,54 +504,48 @@ class _Run:
                 for record in self.store.generations(benchmark=job.benchmark, include_failed=False)
                 if record.key not in scored
             ]
-            size = self.settings.score.batch_size
-            pool = _Pool(spec, scorer_id, jobs, [todo[i : i + size] for i in range(0, len(todo), size)])
-            self.bar.add("scoring", len(todo))
-            actor_class = ray.remote(_Scorer).options(
-                **self.options(self.settings.score, max_restarts=self.settings.max_retries,
-                               max_task_retries=self.settings.max_retries)
-            )  # fmt: skip
-            for _ in range(min(self.settings.score.actors, len(pool.batches))):
-                pool.actors.append(actor_class.remote(spec, self.worker_view.data_dir))
-                self.next_batch(pool, pool.actors[-1])
-            if not pool.batches and not pool.actors:
-                self.finish_pool(pool)
+            self.bar.add(f"scoring {spec}", len(todo))
+            streams = self.scoring(spec, scorer_id, jobs, [todo[i : i + size] for i in range(0, len(todo), size)])
+            for stream in streams:
+                self.stream(stream)
+            if not streams:
+                self.scored(jobs, None)
 
-    def next_batch(self, pool: _Pool, actor: Any) -> None:
-        if not pool.batches or pool.failed:
-            ray.kill(actor)  # frees its resources for the other scorers
-            pool.actors.remove(actor)
-            if not pool.actors:
-                self.finish_pool(pool)
-            return
-        batch = pool.batches.pop(0)
-        ref = actor.score.remote(batch)
-        self.waiting[ref] = lambda ref: self.scored(pool, actor, batch, ref)
+    def scoring(self, spec: str, scorer_id: str, jobs: list[ScoreJob], batches: list[list[Any]]) -> list[_Stream]:
+        """A scorer's streaming tasks, each loading it once for its share of the batches; none if nothing is left."""
+        count = running = min(self.settings.score.tasks, len(batches))
+        failures: list[str] = []
 
-    def scored(self, pool: _Pool, actor: Any, batch: list[Any], ref: Any) -> None:
-        from valueharm.scoring.run import _checked
+        def stream(index: int) -> _Stream:
+            options = self.options(self.settings.score, max_retries=0, name=f"score:{spec}:{index + 1}/{count}")
+            share = batches[index::count]
 
-        try:
-            scores = _checked(ray.get(ref), batch, pool.scorer_id)
-        except (ray.exceptions.RayError, ValueharmError) as error:
-            pool.failed = pool.failed or _reason(error)
-        else:
+            def submit() -> Any:
+                scored = self.store.scored_keys(scorer_id)  # a restart scores only what is missing
+                missing = [batch for batch in share if batch[0].key not in scored]  # batches are stored whole
+                return ray.remote(_score).options(**options).remote(spec, self.worker_view.data_dir, missing)
+
+            return _Stream(submit, write, end)
+
+        def write(scores: list[Any]) -> None:
             self.store.add_scores(scores)
-            self.bar.advance("scoring", len(batch))
-        self.next_batch(pool, actor)
+            self.bar.advance(f"scoring {spec}", len(scores))
 
-    def finish_pool(self, pool: _Pool) -> None:
-        for job in pool.jobs:
-            if pool.failed:
-                self.failures.append(f"{job.id}: {pool.failed}")
-                self.store.set_job(job.id, "score", "failed", {"error": pool.failed})
+        def end(error: Exception | None) -> None:
+            nonlocal running
+            running -= 1
+            failures.extend([_reason(error)] if error else [])
+            if not running:
+                self.scored(jobs, failures[0] if failures else None)
+
+        return [stream(index) for index in range(count)]
+
+    def scored(self, jobs: Sequence[ScoreJob], failed: str | None) -> None:
+        for job in jobs:
+            if failed:
+                self.fail(job, "score", failed)
             else:
                 self.store.set_job(job.id, "score", "done")
-
-    def fail(self, job: Job, kind: str, error: Exception) -> None:
-        reason = _reason(error)
-        self.failures.append(f"{job.id}: {reason}")
-        self.store.set_job(job.id, kind, "failed", {"error": reason})
 
 
 def split_groups(
@@ -558,17 +593,14 @@ def _reason(error: Exception) -> str:
 
 
 class _Bars:
-    """Driver-side progress: adapters trained, records generated, records scored."""
+    """Driver-side progress: adapters trained, records generated, records scored per scorer."""
 
     def __init__(self, progress: Any) -> None:
         self.progress, self.tasks = progress, {}
 
     def add(self, name: str, total: int) -> None:
         if self.progress is not None and total:
-            if name in self.tasks:
-                self.progress.update(self.tasks[name], total=self.progress.tasks[self.tasks[name]].total + total)
-            else:
-                self.tasks[name] = self.progress.add_task(name, total=total)
+            self.tasks[name] = self.progress.add_task(name, total=total)
 
     def advance(self, name: str, amount: int) -> None:
         if self.progress is not None and name in self.tasks:
