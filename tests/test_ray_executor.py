@@ -289,3 +289,11 @@ def test_generation_groups_keep_each_adapter_in_one_group_and_balance_records():
     by_name = {names[job.model_key]: index for index, group in enumerate(groups) for job in group}
     assert all(by_name[names[job.model_key]] == index for index, group in enumerate(groups) for job in group)
     assert len(split_groups(experiment, jobs, keys, 10)) == 3  # never more groups than adapters/models
+
+
+def test_the_configs_ray_section_is_validated(tmp_path: Path, data_dir: Path):
+    config = {**SMALL, "data_dir": str(data_dir), "methods": ["vanilla"], "mitigation": {}, "ray": {"max_retries": -1}}
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ValueharmError, match=r"ray\.max_retries: must be ≥ 0"):
+        run_experiment(path, tmp_path / "run", executor=make_executor("ray"))

@@ -123,6 +123,11 @@ class ExperimentConfig(_Strict):
     analysis: AnalysisConfig = AnalysisConfig()
     metrics: MetricsConfig = MetricsConfig()
     template_dir: Path | None = None
+    ray: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Ray executor settings (valueharm.ray_executor.RaySettings): train/generate/score resources "
+        "(num_gpus, num_cpus, memory), max_retries, shared_dir. They change where work runs, not its results.",
+    )
     progress: bool = True
 
     @field_validator("methods")
@@ -555,6 +560,7 @@ def make_executor(name: str, address: str | None = None) -> Executor:
 
 
 CONFIG_FILE = "experiment.yaml"
+RUNTIME_ONLY = {"progress", "ray"}  # settings that may differ between the starts of one run
 MANIFEST_FILE = "manifest.json"
 
 
@@ -562,7 +568,7 @@ def freeze_config(config: ExperimentConfig, run_dir: Path) -> None:
     """Write the resolved config at the first start; later starts must bring the same one (progress aside)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     frozen = run_dir / CONFIG_FILE
-    current = config.model_dump(mode="json", exclude={"progress"})
+    current = config.model_dump(mode="json", exclude=RUNTIME_ONLY)
     if frozen.is_file():
         before = yaml.safe_load(frozen.read_text(encoding="utf-8")) or {}
         changed = sorted(key for key in set(before) | set(current) if before.get(key) != current.get(key))

@@ -201,19 +201,20 @@ class RayExecutor:
                 "--address auto (or submit it as a Ray job: ray job submit -- valueharm run …)"
             )
         self.address = address
-        self.settings = RaySettings.from_dict(settings)
+        self.settings = None if settings is None else RaySettings.from_dict(settings)
 
     def run(self, experiment: Experiment, jobs: Sequence[Job]) -> None:
         from valueharm.store import RunStore
 
+        settings = self.settings or RaySettings.from_dict(experiment.config.ray)  # the config's `ray:` section
         with RunStore(experiment.store_path) as store:
             pending = [job for job in jobs if store.job_status(job.id) != "done"]
             if pending:  # a finished run starts no cluster
-                with self._connected(experiment.config.progress):
-                    _Run(experiment, store, self.settings).execute(pending)
+                with self._connected(experiment.config.progress, settings):
+                    _Run(experiment, store, settings).execute(pending)
 
     @contextmanager
-    def _connected(self, progress: bool) -> Iterator[None]:
+    def _connected(self, progress: bool, settings: RaySettings) -> Iterator[None]:
         if ray.is_initialized():
             yield
             return
@@ -221,13 +222,13 @@ class RayExecutor:
         if self.address:
             import valueharm
 
-            runtime_env = self.settings.runtime_env or {"py_modules": [valueharm]}
+            runtime_env = settings.runtime_env or {"py_modules": [valueharm]}
             ray.init(address=self.address, runtime_env=runtime_env, **options)
         else:
-            local = self.settings.local
+            local = settings.local
             ray.init(
                 num_cpus=local.num_cpus, num_gpus=local.num_gpus, include_dashboard=False,
-                object_store_memory=local.object_store_memory, runtime_env=self.settings.runtime_env, **options,
+                object_store_memory=local.object_store_memory, runtime_env=settings.runtime_env, **options,
             )  # fmt: skip
         try:
             yield
