@@ -135,3 +135,13 @@ def test_score_and_metrics_commands(capsys, data_dir: Path, tmp_path: Path):
     assert code == 0 and rows[("attack_success_rate", "all")]["value"] == pytest.approx(1 / 3)
     code, _, err = run_cli(capsys, "score", "--run", str(tmp_path), "--scorer", "refusl")
     assert code == 2 and "unknown scorer 'refusl'" in err
+
+
+def test_error_text_with_brackets_is_printed_verbatim(capsys, tmp_path: Path, data_dir: Path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        f"name: x\nbase_model: tiny:test\ndata_dir: {data_dir}\nmethods: [vanilla]\n"
+        "benchmarks:\n  rtp: {scorers: [refusal]}\n"
+    )
+    code, _, err = run_cli(capsys, "run", str(path), "--run", str(tmp_path / "run"))
+    assert code == 2 and "benchmarks.rtp.scorers[0]: scorer 'refusal'" in err

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from valueharm import paths
@@ -672,5 +673,5 @@ def main() -> None:
     try:
         app()
     except ValueharmError as error:
-        err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)  # names like scorers[0]
         sys.exit(2)
