@@ -31,22 +31,13 @@ MODES = {"local": None, "ray, 1 worker": 1, "ray, 2 workers": 2}
 
 
 def small_config(data_dir: Path, profiles: int) -> dict:
-    """tests/test_experiment.py's SMALL experiment: vanilla, VIM and ICL models, RTP and HEx-PHI, mitigation."""
-    return {
+    """The built-in smoke experiment: vanilla, VIM and ICL models, RTP and HEx-PHI, mitigation."""
+    from valueharm.experiment import builtin_config
+
+    return builtin_config("smoke") | {
         "name": "bench-ray",
-        "base_model": "tiny:test",
         "data_dir": str(data_dir.resolve()),
         "profiles": {"names": PROFILES[:profiles]},
-        "methods": ["vanilla", "vim", "icl"],
-        "training": {"vim": {"epochs": 1, "learning_rate": 5e-3, "limit": 12}},
-        "benchmarks": {
-            "rtp": {"limit": 3, "samples": 2, "max_new_tokens": 8, "scorers": ["lexicon"]},
-            "hex-phi": {"per_category": 1, "max_new_tokens": 8, "scorers": ["refusal"]},
-        },
-        "generation": {"options": {"batch_size": 16, "chunk_size": 8}},
-        "mitigation": {"conditions": ["safety"], "models": ["vim/Pow"], "benchmarks": ["hex-phi"]},
-        "analysis": {"alignment_check": {"per_value": 1}},
-        "metrics": {"n_boot": 50},
         "progress": False,
     }
 

@@ -16,23 +16,9 @@ import pytest
 import yaml
 
 from valueharm.errors import ValueharmError
-from valueharm.experiment import PlanSummary, load_config, run_experiment
+from valueharm.experiment import PlanSummary, builtin_config, load_config, run_experiment
 
-SMALL = {
-    "name": "small",
-    "base_model": "tiny:test",
-    "profiles": {"names": ["Pow", "Uni", "Hed"]},
-    "methods": ["vanilla", "vim", "icl"],
-    "training": {"vim": {"epochs": 1, "learning_rate": 5e-3, "limit": 12}},
-    "benchmarks": {
-        "rtp": {"limit": 3, "samples": 2, "max_new_tokens": 8, "scorers": ["lexicon"]},
-        "hex-phi": {"per_category": 1, "max_new_tokens": 8, "scorers": ["refusal"]},
-    },
-    "generation": {"options": {"batch_size": 16, "chunk_size": 8}},
-    "mitigation": {"conditions": ["safety"], "models": ["vim/Pow"], "benchmarks": ["hex-phi"]},
-    "analysis": {"alignment_check": {"per_value": 1}},
-    "metrics": {"n_boot": 50},
-}
+SMALL = builtin_config("smoke")
 
 
 def write_config(tmp_path: Path, config: dict, name: str = "exp.yaml") -> Path:

@@ -19,7 +19,7 @@ import yaml
 
 import valueharm
 from valueharm.errors import ValueharmError
-from valueharm.experiment import GenerateJob, LocalExecutor, make_executor, run_experiment
+from valueharm.experiment import GenerateJob, LocalExecutor, builtin_config, make_executor, run_experiment
 from valueharm.ray_executor import RayExecutor, RaySettings, split_groups
 
 try:
@@ -30,22 +30,8 @@ except ImportError:  # the optional extra (part of `dev`): the tests that need a
 needs_ray = pytest.mark.skipif(ray is None, reason="ray is not installed: pip install 'valueharm[ray]'")
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "valueharm"
-SMALL = {
-    "name": "small-ray",
-    "base_model": "tiny:test",
-    "profiles": {"names": ["Pow", "Uni"]},
-    "methods": ["vanilla", "vim", "icl"],
-    "training": {"vim": {"epochs": 1, "learning_rate": 5e-3, "limit": 12}},
-    "benchmarks": {
-        "rtp": {"limit": 2, "samples": 2, "max_new_tokens": 8, "scorers": ["lexicon"]},
-        "hex-phi": {"limit": 3, "max_new_tokens": 8, "scorers": ["refusal"]},
-    },
-    "generation": {"options": {"batch_size": 16, "chunk_size": 8}},
-    "mitigation": {"conditions": ["safety"], "models": ["vim/Pow"], "benchmarks": ["hex-phi"]},
-    "analysis": {"alignment_check": {"per_value": 1}},
-    "metrics": {"n_boot": 50},
-    "progress": False,
-}
+SMALL = builtin_config("smoke") | {"name": "small-ray", "profiles": {"names": ["Pow", "Uni"]}, "progress": False}
+SMALL["benchmarks"]["hex-phi"] = {"limit": 3, "max_new_tokens": 8, "scorers": ["refusal"]}
 
 
 @pytest.fixture(scope="module")

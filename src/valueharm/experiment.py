@@ -138,6 +138,16 @@ class ExperimentConfig(_Strict):
         return methods
 
 
+def builtin_config(name: str) -> dict[str, Any]:
+    """A config shipped with the package (`demo`, `smoke`) as a plain mapping, to run or to adapt."""
+    from importlib import resources
+
+    file = resources.files("valueharm") / "configs" / f"{name}.yaml"
+    if not file.is_file():
+        raise ValueharmError(f"no built-in config {name!r}")
+    return yaml.safe_load(file.read_text(encoding="utf-8"))
+
+
 def load_config(path: str | Path) -> ExperimentConfig:
     """Parse and validate the YAML; each problem is reported with its YAML path."""
     path = Path(path)

@@ -269,14 +269,14 @@ def _generate(experiment: Experiment, jobs: Sequence[GenerateJob], done: set[str
 def _score(spec: str, data_dir: Path, batches: Sequence[Sequence[Any]]) -> Iterator[list[Any]]:
     """Load the scorer once, then yield each batch's scores, checked one to one against it."""
     from valueharm.scoring.base import build_scorer
-    from valueharm.scoring.run import _checked
+    from valueharm.scoring.run import checked_scores
 
     if not batches:  # a restart after the last batch came back: load nothing
         return
     scorer = build_scorer(spec, data_dir=data_dir)
     scorer.check()
     for batch in batches:
-        yield _checked(scorer.score(batch), batch, scorer.id)
+        yield checked_scores(scorer.score(batch), batch, scorer.id)
 
 
 def _probe(path: str, token: str, needed: Sequence[str]) -> list[str]:

@@ -60,7 +60,7 @@ def score_run(
         with _progress_bar(progress, len(todo), f"scoring with {scorer_id}") as advance:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
-                scores = _checked(scorer.score(batch), batch, scorer_id)
+                scores = checked_scores(scorer.score(batch), batch, scorer_id)
                 store.add_scores(scores)
                 errors += sum(score.error is not None for score in scores)
                 advance(len(batch))
@@ -81,7 +81,7 @@ def _benchmarks(scorer: Scorer, benchmarks: Sequence[str] | None) -> tuple[str, 
     return tuple(dict.fromkeys(benchmarks))
 
 
-def _checked(scores: list[ScoreRecord], batch: Sequence[GenerationRecord], scorer_id: str) -> list[ScoreRecord]:
+def checked_scores(scores: list[ScoreRecord], batch: Sequence[GenerationRecord], scorer_id: str) -> list[ScoreRecord]:
     """One row per record, in order, under the scorer's id: anything else would cache wrong results."""
     keys = [record.key for record in batch]
     if [score.key for score in scores] != keys or any(score.scorer != scorer_id for score in scores):
