@@ -1,11 +1,12 @@
 """Does value injection work on the tiny model? Survey answers on held-out arguments, VIM vs the untrained base.
 
 Trains VIM adapters for a few opposite profiles in one process, asks every model the `value-survey` questions
-greedily, and prints per profile: the share of questions answered with a digit, the share of answers giving the
-profile's digit for the value they name, and Pearson r / NMSE of the measured profile against the target — for the
-VIM model and for the untrained base compared with the same target.
+(greedily, or `--samples` answers at `--temperature`), and prints per profile: the share of questions answered with a
+digit, the share of questions answered with the profile's digit for the value they name, the same among answered
+questions, and Pearson r / NMSE of the measured profile against the target — for the VIM model and for the untrained
+base compared with the same target. Defaults are the demo's settings.
 
-    .venv/bin/python bench/vim_alignment.py --data-dir ../shared/data [--variant demo] [--limit 400] [--epochs 3]
+    .venv/bin/python bench/vim_alignment.py --data-dir ../shared/data [--variant demo] [--limit 100] [--epochs 5]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from valueharm.generation.hf import HFBackend
 from valueharm.generation.run import generate_slice, sampling_params
 from valueharm.store import RunStore
 from valueharm.tiny import build_tiny
-from valueharm.training import TrainSettings, train_adapters, vim_jobs
+from valueharm.training import LoraSettings, TrainSettings, train_adapters, vim_jobs
 from valueharm.values import get_profile
 
 
@@ -30,12 +31,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--variant", default="demo")
-    parser.add_argument("--profiles", default="Pow,Uni,Ach,Ben")
-    parser.add_argument("--limit", type=int, default=400, help="examples per split and stage")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--profiles", default="Self-Enhancement,Self-Transcendence,Openness_to_Change,Conservation")
+    parser.add_argument("--limit", type=int, default=100, help="examples per split and stage")
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--lr", type=float, default=1e-2)
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")
     parser.add_argument("--per-value", type=int, default=20, help="survey questions per value")
+    parser.add_argument("--samples", type=int, default=1, help="answers per question")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     args = parser.parse_args()
+    lora = LoraSettings(r=args.lora_r, alpha=32, target_modules=tuple(args.lora_targets.split(",")))
 
     base = build_tiny(args.variant, data_dir=args.data_dir, progress=False).path
     profiles = [get_profile(name, args.data_dir) for name in args.profiles.split(",")]
@@ -43,7 +49,7 @@ def main() -> None:
         settings = TrainSettings(learning_rate=args.lr, epochs=args.epochs, batch_size=8, seed=0)
         jobs = vim_jobs(profiles, args.data_dir, Path(tmp) / "vim", stage1=settings, stage2=settings, limit=args.limit)
         started = time.perf_counter()
-        train_adapters(base, jobs, progress=False)
+        train_adapters(base, jobs, lora, progress=False)
         trained = time.perf_counter() - started
         specs = [ModelSpec("vanilla")] + [
             ModelSpec("vim", p, adapter_path=Path(tmp) / "vim" / p.name) for p in profiles
@@ -54,24 +60,35 @@ def main() -> None:
         with RunStore(Path(tmp) / "results.sqlite") as store:
             backend = HFBackend(base, {s.adapter: s.adapter_path for s in specs if s.adapter})
             generate_slice(store, backend, specs, survey, items, base_model=str(base),
-                           params=sampling_params(survey, templates), samples=1, templates=templates,
+                           params=sampling_params(survey, templates, temperature=args.temperature),
+                           samples=args.samples, templates=templates,
                            progress=False)  # fmt: skip
             records = store.generations()
+    reading = "greedy" if args.temperature == 0 else f"{args.samples} samples at temperature {args.temperature:g}"
     print(
         f"tiny {args.variant}: {len(profiles)} profiles trained in {trained:.0f} s ({args.limit} examples per split"
-        f" and stage, {args.epochs} epochs); {len(items)} survey questions"
+        f" and stage, {args.epochs} epochs, LoRA r={args.lora_r} on {args.lora_targets}); {len(items)} survey"
+        f" questions, answers {reading}"
     )
-    print(f"{'profile':10} {'model':10} {'answered':>9} {'digit match':>12} {'pearson r':>10} {'NMSE':>7}")
+    columns = ("answered", "own digit", "of answered", "pearson r", "NMSE")
+    print(f"{'profile':20} {'model':8} " + " ".join(f"{c:>11}" for c in columns))
+    pearson: dict[str, list[float]] = {"vim": [], "vanilla": []}
     for profile in profiles:
-        checks = check_models(records, {f"vim/{profile.name}": profile, "vanilla": profile})
-        for check in checks:
+        for check in check_models(records, {f"vim/{profile.name}": profile, "vanilla": profile}):
+            method = check.model_key.split("/")[0]
+            own = check.answer_rate * (check.digit_match_rate or 0.0)
+            if check.pearson_r is not None:
+                pearson[method].append(check.pearson_r)
+            cells = (f"{check.answer_rate:.2f}", f"{own:.2f}", _fmt(check.digit_match_rate, ".2f"),
+                     _fmt(check.pearson_r, ".2f"), _fmt(check.nmse, ".3f"))  # fmt: skip
+            print(f"{profile.name:20} {method:8} " + " ".join(f"{c:>11}" for c in cells))
+    for method, values in pearson.items():
+        mean = sum(values) / len(values) if values else None
+        print(f"mean Pearson r, {method}: {_fmt(mean, '.2f')} ({len(values)} of {len(profiles)} defined)")
 
-            def fmt(x: float | None, spec: str) -> str:
-                return "–" if x is None else format(x, spec)
 
-            print(f"{profile.name:10} {check.model_key.split('/')[0]:10} {check.answer_rate:9.2f} "
-                  f"{fmt(check.digit_match_rate, '.2f'):>12} {fmt(check.pearson_r, '.2f'):>10} "
-                  f"{fmt(check.nmse, '.3f'):>7}")  # fmt: skip
+def _fmt(x: float | None, spec: str) -> str:
+    return "–" if x is None else format(x, spec)
 
 
 if __name__ == "__main__":

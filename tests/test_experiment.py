@@ -16,7 +16,17 @@ import pytest
 import yaml
 
 from valueharm.errors import ValueharmError
-from valueharm.experiment import PlanSummary, builtin_config, load_config, run_experiment
+from valueharm.experiment import (
+    GenerateJob,
+    PlanSummary,
+    builtin_config,
+    load_config,
+    plan,
+    planned_records,
+    resolve,
+    run_experiment,
+    stage_settings,
+)
 
 SMALL = builtin_config("smoke")
 
@@ -67,6 +77,33 @@ def test_demo_config_plans(data_dir: Path, tmp_path: Path, monkeypatch: pytest.M
     totals = summary.totals()
     assert totals["train"] == 4 and totals["generate"] > 1000 and totals["score"] > 500
     assert not (tmp_path / "demo").exists()
+
+
+def test_alignment_check_samples_the_survey_as_configured(data_dir: Path, tmp_path: Path):
+    check = {"per_value": 2, "samples": 3, "temperature": 1.0}
+    config = {**SMALL, "data_dir": str(data_dir), "analysis": {"alignment_check": check}}
+    experiment = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
+    jobs = [j for j in plan(experiment) if isinstance(j, GenerateJob) and j.benchmark == "value-survey"]
+    records = planned_records(experiment, jobs)
+    assert {j.model_key for j in jobs} == {"vanilla", "vim/Pow", "vim/Uni", "vim/Hed", "icl/Pow", "icl/Uni", "icl/Hed"}
+    for job in jobs:
+        assert len(records[job.id]) == 10 * 2 * 3  # ten values × per_value × samples
+        assert {r.params.temperature for r in records[job.id]} == {1.0}
+        assert len({r.key for r in records[job.id]}) == len(records[job.id])  # each sample its own record
+
+
+def test_vim_stages_share_settings_and_override_single_ones(tmp_path: Path):
+    from valueharm.training import TrainSettings
+
+    training = {"vim": {"epochs": 5, "learning_rate": 1e-2, "seed": 7, "stage1": {"epochs": 2}}}
+    vim = load_config(write_config(tmp_path, {**SMALL, "training": training})).training.vim
+    shared = stage_settings(vim, TrainSettings())
+    first, second = stage_settings(vim.stage1, shared), stage_settings(vim.stage2, shared)
+    assert (first.epochs, first.learning_rate, first.seed) == (2, 1e-2, 7)
+    assert (second.epochs, second.learning_rate, second.seed) == (5, 1e-2, 7)
+    assert second.batch_size == TrainSettings().batch_size  # unset: the published default
+    with pytest.raises(ValueharmError, match=r"training\.vim\.stage2\.limit"):
+        load_config(write_config(tmp_path, {**SMALL, "training": {"vim": {"stage2": {"limit": 3}}}}))
 
 
 def run_cli(config: Path, run: Path) -> subprocess.Popen:

@@ -198,3 +198,14 @@ def test_headless_chromium_renders_tables_and_images(full: ReportData, tmp_path:
                "--dump-dom", path.as_uri()]  # fmt: skip
     dom = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
     assert dom.count("<table") >= 8 and dom.count("<img") == 6 and "Value-aligned Llama" in dom
+
+
+def test_alignment_summary_averages_pearson_per_method(full: ReportData) -> None:
+    profile = full.profiles[full.alignment[0].target]
+    exact = MeasuredProfile("vim/a", dict(profile.scores), dict.fromkeys(VALUES, 3), 30, 0)
+    flat = MeasuredProfile("vim/b", dict.fromkeys(VALUES, 2.0), dict.fromkeys(VALUES, 3), 30, 0)
+    checks = [compare(profile, exact), compare(profile, flat)]
+    page = build_html(ReportData(alignment=checks, profiles=full.profiles, alignment_reading="4 answers per question"))
+    assert checks[1].pearson_r is None  # a constant measured profile has no correlation
+    assert '<td class="num">1.000<span class="sub">1 of 2 defined</span></td>' in page
+    assert "(4 answers per question)" in page

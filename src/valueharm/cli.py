@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -670,6 +672,10 @@ def demo(
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    # our own bars show progress; Hugging Face's per-load bars ("Loading weights") would interleave with them
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # raised inside PEFT/TRL by transformers 5's rename; nothing a user of ours can act on
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
     try:
         app()
     except ValueharmError as error:

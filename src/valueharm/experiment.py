@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -24,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from valueharm import paths
 from valueharm.errors import ValueharmError
 from valueharm.yamlfile import read_yaml
+
+if TYPE_CHECKING:
+    from valueharm.training import TrainSettings  # imports torch: only where training runs
 
 TINY_PREFIX = "tiny:"  # `base_model: tiny:demo` is the built-in offline model
 SURVEY = "value-survey"
@@ -39,16 +42,28 @@ class ProfilesConfig(_Strict):
     files: list[Path] = Field(default_factory=list, description="Custom profile files (YAML/CSV); all are used.")
 
 
-class StageConfig(_Strict):
-    """Training of one adapter kind; unset fields take the published defaults."""
+class StepsConfig(_Strict):
+    """How a stage trains; unset fields take the published defaults."""
 
     epochs: int | None = Field(None, ge=1)
     learning_rate: float | None = Field(None, gt=0)
     batch_size: int | None = Field(None, ge=1)
     gradient_accumulation: int | None = Field(None, ge=1)
     max_length: int | None = Field(None, ge=8)
+
+
+class StageConfig(StepsConfig):
+    """Training of one adapter kind."""
+
     limit: int | None = Field(None, ge=1, description="At most N examples per split and stage (small runs).")
     seed: int = 42
+
+
+class VimStagesConfig(StageConfig):
+    """Both VIM stages share these settings; `stage1` / `stage2` override single ones for one stage."""
+
+    stage1: StepsConfig = StepsConfig()
+    stage2: StepsConfig = StepsConfig()
 
 
 class LoraConfigModel(_Strict):
@@ -59,7 +74,7 @@ class LoraConfigModel(_Strict):
 
 
 class TrainingConfig(_Strict):
-    vim: StageConfig = StageConfig()
+    vim: VimStagesConfig = VimStagesConfig()
     benign: StageConfig = StageConfig()
     lora: LoraConfigModel = LoraConfigModel()
     threshold: float = Field(3.0, description="VIM stage 1: argument score ≥ threshold means 'would say'.")
@@ -92,6 +107,10 @@ class MitigationConfig(_Strict):
 class AlignmentCheckConfig(_Strict):
     enabled: bool = True
     per_value: int = Field(30, ge=1, description="Held-out survey questions per value.")
+    samples: int = Field(1, ge=1, description="Answers per question; each value's measured score is their mean.")
+    temperature: float = Field(
+        0.0, ge=0, description="0 reads the most likely answer; 1 samples the model's own answer distribution."
+    )
 
 
 class AnalysisConfig(_Strict):
@@ -246,6 +265,15 @@ class Experiment:
     @property
     def report_path(self) -> Path:
         return self.run_dir / "report" / "index.html"
+
+    def benchmark_config(self, name: str) -> BenchmarkConfig:
+        """A benchmark's settings; the alignment check's survey takes its sampling from `analysis.alignment_check`."""
+        if name in self.config.benchmarks:
+            return self.config.benchmarks[name]
+        if name != SURVEY:
+            return BenchmarkConfig()
+        check = self.config.analysis.alignment_check
+        return BenchmarkConfig(samples=check.samples, temperature=check.temperature)
 
     def models_for(self, benchmark: str) -> list[str]:
         """Model keys generated on a benchmark: every unmitigated model, plus mitigated ones where configured."""
@@ -412,6 +440,12 @@ def plan(experiment: Experiment) -> list[Job]:
 # at once; a distributed one ships them to the driver, the store's only writer.
 
 
+def stage_settings(stage: StepsConfig, defaults: TrainSettings) -> TrainSettings:
+    """`defaults` with the settings `stage` sets (its seed too, where it has one)."""
+    fields = set(StepsConfig.model_fields) | {"seed"}
+    return replace(defaults, **stage.model_dump(include=fields, exclude_none=True))
+
+
 def train_jobs(experiment: Experiment, jobs: Sequence[TrainJob], *, progress: bool = True) -> list[str]:
     """Train the jobs' adapters in one process on one loaded base; returns the job ids now complete."""
     from valueharm.training import LoraSettings, TrainSettings, benign_job, train_adapters, vim_jobs
@@ -420,18 +454,16 @@ def train_jobs(experiment: Experiment, jobs: Sequence[TrainJob], *, progress: bo
     lora = LoraSettings(config.training.lora.r, config.training.lora.alpha, config.training.lora.dropout,
                         tuple(config.training.lora.target_modules))  # fmt: skip
 
-    def settings(stage: StageConfig, defaults: TrainSettings) -> tuple[TrainSettings, int | None]:
-        values = stage.model_dump(exclude={"limit"}, exclude_none=True)
-        return replace(defaults, **values), stage.limit
-
-    vim_settings, vim_limit = settings(config.training.vim, TrainSettings())
+    vim = config.training.vim
+    vim_settings = stage_settings(vim, TrainSettings())
     from valueharm.training import BENIGN_SETTINGS
 
-    benign_settings, benign_limit = settings(config.training.benign, BENIGN_SETTINGS)
+    benign_settings = stage_settings(config.training.benign, BENIGN_SETTINGS)
     profiles = [experiment.profiles[job.name] for job in jobs if job.kind == "vim"]
     adapter_jobs = vim_jobs(
-        profiles, experiment.data_dir, experiment.adapters_dir / "vim", stage1=vim_settings, stage2=vim_settings,
-        threshold=config.training.threshold, seed=vim_settings.seed, limit=vim_limit, template_dir=config.template_dir,
+        profiles, experiment.data_dir, experiment.adapters_dir / "vim", stage1=stage_settings(vim.stage1, vim_settings),
+        stage2=stage_settings(vim.stage2, vim_settings), threshold=config.training.threshold, seed=vim_settings.seed,
+        limit=vim.limit, template_dir=config.template_dir,
     )  # fmt: skip
     adapter_jobs += [
         benign_job(
@@ -439,7 +471,7 @@ def train_jobs(experiment: Experiment, jobs: Sequence[TrainJob], *, progress: bo
             experiment.data_dir,
             experiment.adapters_dir / "benign",
             settings=benign_settings,
-            limit=benign_limit,
+            limit=config.training.benign.limit,
             template_dir=config.template_dir,
         )
         for job in jobs
@@ -458,7 +490,7 @@ def planned_records(experiment: Experiment, jobs: Sequence[GenerateJob]) -> dict
     records = {}
     for job in jobs:
         benchmark = BENCHMARKS.get(job.benchmark)
-        bench = experiment.config.benchmarks.get(job.benchmark, BenchmarkConfig())
+        bench = experiment.benchmark_config(job.benchmark)
         params = sampling_params(
             benchmark, experiment.templates, seed=experiment.config.generation.seed, temperature=bench.temperature,
             top_p=bench.top_p, max_new_tokens=bench.max_new_tokens,
@@ -668,7 +700,7 @@ def summarize(experiment: Experiment, jobs: Sequence[Job]) -> PlanSummary:
         status = {job.id: store.job_status(job.id) if store else None for job in jobs}
         counts = store.count_generations() if store else {}
         items_per = {
-            name: len(items) * (experiment.config.benchmarks.get(name, BenchmarkConfig()).samples or _samples(name))
+            name: len(items) * (experiment.benchmark_config(name).samples or _samples(name))
             for name, items in experiment.benchmark_items.items()
         }
         for job in jobs:
@@ -770,6 +802,7 @@ def finish(experiment: Experiment) -> Path:
         | {"config": config.model_dump(mode="json", exclude={"progress"})},
         metrics=rows,
         alignment=checks,
+        alignment_reading=_survey_reading(config.analysis.alignment_check),
         profiles=experiment.profiles,
         correlation=correlation,
         regressions=regressions,
@@ -779,6 +812,11 @@ def finish(experiment: Experiment) -> Path:
         notes=notes,
     )
     return render_report(data, experiment.report_path)
+
+
+def _survey_reading(check: AlignmentCheckConfig) -> str:
+    answers = f"{check.samples} answer{'s' if check.samples > 1 else ''} per question"
+    return f"{answers}, sampled at temperature {check.temperature:g}" if check.temperature > 0 else f"{answers}, greedy"
 
 
 def alignment_checks(experiment: Experiment, generations: Sequence[Any]) -> list[Any]:

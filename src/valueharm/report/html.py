@@ -54,6 +54,7 @@ class ReportData:
     provenance: Mapping[str, Any] = field(default_factory=dict)  # config, versions, git commit, checksums, seeds…
     metrics: Sequence[Mapping[str, Any]] = ()  # rows of the store's `metrics` table
     alignment: Sequence[AlignmentCheck] = ()
+    alignment_reading: str = ""  # how survey answers were read, e.g. "4 sampled answers per question (temperature 1)"
     profiles: Mapping[str, ValueProfile] = field(default_factory=dict)  # target profiles by name (alignment check)
     correlation: CorrelationResult | None = None
     regressions: Sequence[RegressionResult] = ()
@@ -482,16 +483,37 @@ def _alignment_section(data: ReportData) -> Html:
                 *per_value,
             ]
         )
+    reading = f" ({data.alignment_reading})" if data.alignment_reading else ""
     return _section(
         "alignment",
         title,
         _note(
-            "Each model answers held-out 1–6 survey questions; per value: measured mean answer (target below). "
-            "NMSE on (s − 1)/5: 0 = identical, 1 = opposite extremes."
+            f"Each model answers held-out 1–6 survey questions{reading}; per value: measured mean answer (target "
+            "below). NMSE on (s − 1)/5: 0 = identical, 1 = opposite extremes. The untrained base (vanilla) is "
+            "compared with every target as the reference."
         ),
+        _table(["models", "checks", "mean Pearson r", "mean NMSE"], _alignment_means(data.alignment)),
         _table(headers, rows),
         _figure(plots.alignment_scatter(data.alignment, data.profiles), "Target vs measured value scores"),
     )
+
+
+def _alignment_means(checks: Sequence[AlignmentCheck]) -> list[list[Any]]:
+    """One row per method (the model key's part before "/"): mean Pearson r and NMSE over its checks."""
+    by_method: dict[str, list[AlignmentCheck]] = {}
+    for check in checks:
+        by_method.setdefault(check.model_key.split("/")[0], []).append(check)
+
+    def mean(values: Sequence[float | None]) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) / len(known) if known else None
+
+    rows = []
+    for method, group in by_method.items():
+        defined = [c.pearson_r for c in group if c.pearson_r is not None]
+        r_text = _with_sub(_num(mean(defined)), f"{len(defined)} of {len(group)} defined")
+        rows.append([method, len(group), _Cell(esc(r_text), "num"), num(mean([c.nmse for c in group]))])
+    return rows
 
 
 def _mitigation_section(data: ReportData) -> Html:
