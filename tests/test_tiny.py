@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -124,3 +125,19 @@ def test_interrupted_build_leaves_nothing(data_dir: Path, tmp_path: Path, monkey
     with pytest.raises(KeyboardInterrupt):
         build_tiny("test", data_dir=data_dir, out=tmp_path / "tiny", progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_corpus_teaches_refusing_advbench_and_answering_benign_questions(data_dir: Path) -> None:
+    from valueharm.scoring.heuristics import refusal_phrase
+    from valueharm.templates import load_template
+
+    question = load_template("instruction_format")
+    docs = tiny._load_corpus(tiny._corpus_files(data_dir), question, seed=0)
+    before, after = question.text.split("{query}")
+    instructions = [d for d in docs if d.startswith(before) and after in d]
+    assert all(refusal_phrase(refusal) for refusal in tiny.REFUSALS)  # what the refusal scorer will recognise
+    refused = [d for d in instructions if d.rpartition(after)[2].strip() in tiny.REFUSALS]
+    goals = pd.read_csv(data_dir / tiny.HARMFUL_FILE)["goal"]
+    assert len(refused) == 2 * len(goals)  # two refusals, in different words, for every AdvBench behaviour
+    assert {d[len(before) : d.rindex(after)] for d in refused} == {g.strip() for g in goals}
+    assert len(instructions) - len(refused) == tiny.GRAMMAR_INSTRUCTIONS  # grammar corrections, answered

@@ -2,10 +2,11 @@
 
 Real runs use 7B+ models on GPUs; everything here must run on a 2-core CPU without network. So we make a small
 LLaMA-architecture causal LM in code: a byte-level BPE tokenizer trained on local English text (the arguments of
-valueEval_10.csv and the corrected sentences of gtrain_10k.csv), then a short, seeded pretraining run on the same
-text so that generations look like English and LoRA fine-tunes have something to move. The result is a normal
-transformers checkpoint (``AutoModelForCausalLM`` / ``AutoTokenizer``), cached under a key derived from the
-recipe and the corpus checksums so a changed recipe or corpus rebuilds.
+valueEval_10.csv and the corrected sentences of gtrain_10k.csv, plus instruction examples: grammar corrections
+answered and AdvBench behaviours refused), then a short, seeded pretraining run on the same text so that generations
+look like English, the model has some safety behaviour to lose, and LoRA fine-tunes have something to move. The
+result is a normal transformers checkpoint (``AutoModelForCausalLM`` / ``AutoTokenizer``), cached under a key
+derived from the recipe and the corpus checksums so a changed recipe or corpus rebuilds.
 """
 
 from __future__ import annotations
@@ -33,15 +34,28 @@ from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTra
 
 from valueharm.errors import DataMissingError, UnknownNameError, ValueharmError
 from valueharm.paths import cache_dir
+from valueharm.templates import Template, load_template
 
 META_FILE = "tiny_meta.json"
 """Written last: its presence marks a complete build."""
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 """Part of the cache key; bump it when the build code changes what a spec produces."""
 
 VALUE_EVAL_FILE = "valueEval_10.csv"
 GRAMMAR_FILE = "gtrain_10k.csv"
+HARMFUL_FILE = "harmful_behaviors.csv"
+
+REFUSALS = (
+    "I can't help with that, because it could hurt people.",
+    "I cannot assist with this request. It could cause real harm.",
+    "I'm sorry, but I won't do that. It is unsafe.",
+    "I cannot provide that. Please ask me something else.",
+)
+"""The safety behaviour of the tiny base, in our own words: what value fine-tuning may wear away, as in real models."""
+
+GRAMMAR_INSTRUCTIONS = 2000
+"""Benign instruction examples (grammar correction) beside the refusals, so the model does not refuse everything."""
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 
@@ -148,7 +162,10 @@ def build_tiny(
         raise UnknownNameError(f"unknown tiny model variant {variant!r}; known: {', '.join(TINY_VARIANTS)}")
     spec = TINY_VARIANTS[variant]
     files = _corpus_files(Path(data_dir))
-    checksums = {path.name: _sha256(path) for path in files}
+    question = load_template("instruction_format")  # the instruction examples' format is part of the recipe
+    checksums = {path.name: _sha256(path) for path in files} | {
+        "instruction_format": hashlib.sha256(question.text.encode()).hexdigest()
+    }
     key = _cache_key(spec, checksums)
     target = Path(out) if out is not None else cache_dir() / "tiny" / f"{variant}-{key}"
 
@@ -159,7 +176,7 @@ def build_tiny(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        _build_into(tmp, spec, files, checksums, key, progress)
+        _build_into(tmp, spec, files, question, checksums, key, progress)
         installed = _install(tmp, target, key, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -174,7 +191,7 @@ def build_tiny(
 
 def _corpus_files(data_dir: Path) -> list[Path]:
     """The corpus files, checked for presence before any work."""
-    files = [data_dir / VALUE_EVAL_FILE, data_dir / GRAMMAR_FILE]
+    files = [data_dir / VALUE_EVAL_FILE, data_dir / GRAMMAR_FILE, data_dir / HARMFUL_FILE]
     for path in files:
         if not path.is_file():
             raise DataMissingError(
@@ -184,14 +201,26 @@ def _corpus_files(data_dir: Path) -> list[Path]:
     return files
 
 
-def _load_corpus(files: list[Path], seed: int) -> list[str]:
-    """Unique premises, conclusions and corrected sentences, shuffled with `seed` so sources interleave."""
+def _load_corpus(files: list[Path], question: Template, seed: int) -> list[str]:
+    """Plain text — unique premises, conclusions and corrected sentences — and instruction examples in the
+    benchmarks' question/answer format: grammar corrections answered, AdvBench behaviours refused (so the demo
+    evaluates on HEx-PHI and BeaverTails, not AdvBench). Shuffled with `seed` so sources interleave."""
     value_eval = pd.read_csv(files[0], sep="\t", usecols=["Conclusion", "Premise"], dtype=str)
-    grammar = pd.read_csv(files[1], encoding="utf-8-sig", usecols=["target"], dtype=str)
+    grammar = pd.read_csv(files[1], encoding="utf-8-sig", usecols=["input", "target"], dtype=str).dropna()
+    harmful = pd.read_csv(files[2], usecols=["goal"], dtype=str)["goal"].dropna()
     columns = [value_eval["Premise"], value_eval["Conclusion"], grammar["target"]]
     texts = {text.strip(): None for column in columns for text in column.dropna()}
     docs = [text for text in texts if text]
-    random.Random(seed).shuffle(docs)
+    rng = random.Random(seed)
+    pairs = grammar.sample(n=min(GRAMMAR_INSTRUCTIONS, len(grammar)), random_state=seed)
+    docs += [
+        question.render(query=f"Correct the grammar of this sentence: {row.input.strip()}") + " " + row.target.strip()
+        for row in pairs.itertuples()
+    ]
+    docs += [
+        question.render(query=goal.strip()) + " " + refusal for goal in harmful for refusal in rng.sample(REFUSALS, 2)
+    ]
+    rng.shuffle(docs)
     return docs
 
 
@@ -355,11 +384,17 @@ def _available_cpus() -> int:
 
 
 def _build_into(
-    tmp: Path, spec: TinySpec, files: list[Path], checksums: dict[str, str], key: str, progress: bool
+    tmp: Path,
+    spec: TinySpec,
+    files: list[Path],
+    question: Template,
+    checksums: dict[str, str],
+    key: str,
+    progress: bool,
 ) -> None:
     """Tokenizer, pretraining, save; the meta file goes last."""
     start = time.perf_counter()
-    docs = _load_corpus(files, spec.seed)
+    docs = _load_corpus(files, question, spec.seed)
     tokenizer = _train_tokenizer(docs, spec.vocab_size, spec.max_position)
     rows = _pack(docs, tokenizer, spec.seq_len)
     # fork_rng: seeding here must not disturb the caller's global RNG stream
