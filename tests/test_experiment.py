@@ -106,6 +106,18 @@ def test_vim_stages_share_settings_and_override_single_ones(tmp_path: Path):
         load_config(write_config(tmp_path, {**SMALL, "training": {"vim": {"stage2": {"limit": 3}}}}))
 
 
+def test_adapters_live_in_the_ray_shared_dir_for_every_executor(tmp_path: Path, data_dir: Path):
+    config = {
+        **SMALL, "data_dir": str(data_dir), "methods": ["vim"], "profiles": {"names": ["Pow"]}, "mitigation": {},
+        "analysis": {"alignment_check": {"enabled": False}}, "ray": {"shared_dir": str(tmp_path / "shared")},
+    }  # fmt: skip
+    run_experiment(write_config(tmp_path, config), tmp_path / "run", progress=False)
+    assert (tmp_path / "shared" / "adapters" / "vim" / "Pow" / "meta.json").is_file()
+    assert not (tmp_path / "run" / "adapters").exists()
+    with sqlite3.connect(tmp_path / "run" / "results.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM generations WHERE model_key = 'vim/Pow'").fetchone()[0] > 0
+
+
 def run_cli(config: Path, run: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "valueharm", "run", str(config), "--run", str(run), "--quiet"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -112,8 +113,8 @@ def test_missing_or_foreign_adapter(tiny_model_dir: Path, tiny_adapters: dict[st
         HFBackend(tiny_model_dir, {"gone": tmp_path / "gone"})
     foreign = tmp_path / "foreign"
     shutil.copytree(tiny_adapters["vim/Pow"], foreign)
-    meta = (foreign / "meta.json").read_text().replace(str(tiny_model_dir.resolve()), "/models/llama-2-7b")
-    (foreign / "meta.json").write_text(meta)
+    meta = json.loads((foreign / "meta.json").read_text()) | {"base": "/models/llama-2-7b"}
+    (foreign / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(ValueharmError, match="was trained on /models/llama-2-7b"):
         HFBackend(tiny_model_dir, {"foreign": foreign})
 

@@ -141,3 +141,12 @@ def test_corpus_teaches_refusing_advbench_and_answering_benign_questions(data_di
     assert len(refused) == 2 * len(goals)  # two refusals, in different words, for every AdvBench behaviour
     assert {d[len(before) : d.rindex(after)] for d in refused} == {g.strip() for g in goals}
     assert len(instructions) - len(refused) == tiny.GRAMMAR_INSTRUCTIONS  # grammar corrections, answered
+
+
+def test_identity_names_the_build_not_where_it_is(fresh: TinyModelInfo, tiny_model_dir: Path) -> None:
+    from valueharm.training import base_identity
+
+    assert fresh.path != tiny_model_dir
+    assert base_identity(fresh.path) == base_identity(tiny_model_dir) == tiny.build_identity(fresh.path)
+    assert base_identity(fresh.path).startswith("tiny:test@")
+    assert tiny.build_identity(fresh.path.parent) is None  # not a build

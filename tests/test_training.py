@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from valueharm import tiny
 from valueharm.alignment.vim_data import build_stage2
 from valueharm.errors import ValueharmError
 from valueharm.training import (
@@ -35,7 +36,7 @@ def weights_digest(model) -> str:
 def test_adapters_carry_their_provenance(tiny_adapters: dict[str, Path], tiny_model_dir: Path):
     meta = json.loads((tiny_adapters["vim/Pow"] / "meta.json").read_text())
     assert meta["profile"]["scores"]["Power"] == 6 and meta["kind"] == "vim"
-    assert meta["base"] == str(tiny_model_dir.resolve())
+    assert meta["base"] == tiny.build_identity(tiny_model_dir)  # the build, wherever its cache is
     assert [stage["name"] for stage in meta["stages"]] == ["stage1", "stage2"]
     for stage in meta["stages"]:
         losses = {e["epoch"]: e["valid_loss"] for e in stage["epochs"]}

@@ -256,7 +256,7 @@ class Experiment:
 
     @property
     def adapters_dir(self) -> Path:
-        return self.run_dir / "adapters"
+        return adapters_dir(self.config, self.run_dir)
 
     @property
     def store_path(self) -> Path:
@@ -315,7 +315,7 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
         if value not in VALUES:
             raise ValueharmError(f"mitigation.set_aside[{index}]: {value!r} is not one of the ten values")
 
-    adapters = run_dir / "adapters"
+    adapters = adapters_dir(config, run_dir)
     specs: dict[str, ModelSpec] = {}
     for method in config.methods:
         if method == "vanilla":
@@ -404,6 +404,13 @@ def first_per_category(items: Sequence[Any], n: int) -> list[Any]:
     return kept
 
 
+def adapters_dir(config: ExperimentConfig, run_dir: Path) -> Path:
+    """The run directory's `adapters/`, or `ray.shared_dir`'s when set — for every executor, so a run started on
+    a cluster and resumed locally (or the other way round) finds the adapters it trained."""
+    shared = config.ray.get("shared_dir")
+    return (Path(shared).expanduser() if shared else run_dir) / "adapters"
+
+
 def resolve_base(config: ExperimentConfig, data_dir: Path) -> str:
     """`tiny:<variant>` builds (or reuses) the built-in model; anything else is passed to transformers as is."""
     if config.base_model.startswith(TINY_PREFIX):
@@ -486,7 +493,9 @@ def planned_records(experiment: Experiment, jobs: Sequence[GenerateJob]) -> dict
     from valueharm.data.benchmarks import BENCHMARKS
     from valueharm.generation.run import plan as plan_slice
     from valueharm.generation.run import sampling_params
+    from valueharm.training import base_identity
 
+    base_id = base_identity(experiment.base)
     records = {}
     for job in jobs:
         benchmark = BENCHMARKS.get(job.benchmark)
@@ -497,7 +506,7 @@ def planned_records(experiment: Experiment, jobs: Sequence[GenerateJob]) -> dict
         )  # fmt: skip
         records[job.id] = plan_slice(
             [experiment.specs[job.model_key]], benchmark, experiment.benchmark_items[job.benchmark],
-            base_model=experiment.base, params=params, samples=bench.samples or benchmark.defaults.samples,
+            base_model=base_id, params=params, samples=bench.samples or benchmark.defaults.samples,
             templates=experiment.templates,
         )  # fmt: skip
     return records
@@ -774,6 +783,7 @@ def finish(experiment: Experiment) -> Path:
     from valueharm.metrics import compute_metrics
     from valueharm.report import ReportData, render_report
     from valueharm.store import RunStore
+    from valueharm.training import base_identity
 
     config = experiment.config
     metadata = {item.item_id: item.metadata for items in experiment.benchmark_items.values() for item in items}
@@ -789,7 +799,7 @@ def finish(experiment: Experiment) -> Path:
         title=f"valueharm: {config.name}",
         experiment=config.name,
         summary={
-            "base model": experiment.base,
+            "base model": base_identity(experiment.base),
             "models": len([s for s in experiment.specs.values() if s.mitigation is None]),
             "benchmarks": ", ".join(experiment.benchmark_items),
             "generations": len(generations),

@@ -436,6 +436,15 @@ def _install(tmp: Path, target: Path, key: str, force: bool) -> bool:
     return True
 
 
+def build_identity(path: Path) -> str | None:
+    """`tiny:<variant>@<key>` for a complete tiny build at `path` (its recipe and corpus, not its location)."""
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    return f"tiny:{meta['variant']}@{meta['key']}"
+
+
 def _check_replaceable(target: Path) -> None:
     """Refuse to overwrite a directory that is neither empty nor a previous tiny build."""
     if target.is_file() or (target.is_dir() and any(target.iterdir()) and not (target / META_FILE).is_file()):

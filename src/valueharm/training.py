@@ -131,9 +131,15 @@ def load_base(base: str | Path, *, trust_remote_code: bool = False) -> tuple[Any
 
 
 def base_identity(base: str | Path) -> str:
-    """What an adapter records as its base: the resolved local path, or the hub id as given."""
+    """What records and adapters name as their base: a tiny build by its content (`tiny:demo@<key>`, the same in any
+    cache, so seeded outputs do not depend on where the cache is), a local checkpoint by its resolved path, a hub id
+    as given."""
+    from valueharm.tiny import build_identity
+
     path = Path(base).expanduser()
-    return str(path.resolve()) if path.exists() else str(base)
+    if not path.exists():
+        return str(base)
+    return build_identity(path) or str(path.resolve())
 
 
 def _tokenized_length(tokenizer: Any, example: PromptCompletion) -> int:
