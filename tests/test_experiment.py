@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from run_outcome import outcome
 
 from valueharm.errors import ValueharmError
 from valueharm.experiment import (
@@ -123,16 +124,6 @@ def run_cli(config: Path, run: Path) -> subprocess.Popen:
         [sys.executable, "-m", "valueharm", "run", str(config), "--run", str(run), "--quiet"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
     )  # fmt: skip
-
-
-def outcome(run: Path) -> tuple:
-    with sqlite3.connect(run / "results.sqlite") as db:
-        generations = sorted(db.execute("SELECT key, text FROM generations WHERE error IS NULL"))
-        scores = sorted(db.execute("SELECT key, scorer, value, label FROM scores"))
-        metrics = sorted(
-            db.execute("SELECT model_key, benchmark, category, metric, variant, value, n_used FROM metrics")
-        )
-    return generations, scores, metrics
 
 
 def wait_for(condition, timeout: float = 240) -> None:

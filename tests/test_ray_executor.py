@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import psutil
 import pytest
 import yaml
+from run_outcome import outcome
 
 import valueharm
 from valueharm.errors import ValueharmError
@@ -56,18 +57,6 @@ def local_outcome(config: Path, tmp_path_factory: pytest.TempPathFactory) -> tup
     run = tmp_path_factory.mktemp("local") / "run"
     run_experiment(config, run, executor=LocalExecutor())
     return outcome(run)
-
-
-def outcome(run: Path) -> tuple:
-    """Everything a run stored, in a comparable form: generation texts, scores, metrics, the job ledger."""
-    with sqlite3.connect(run / "results.sqlite") as db:
-        generations = sorted(db.execute("SELECT key, model_key, benchmark, text FROM generations WHERE error IS NULL"))
-        scores = sorted(db.execute("SELECT key, scorer, value, label FROM scores"))
-        metrics = sorted(
-            db.execute("SELECT model_key, benchmark, category, metric, variant, value, ci_low, n_used FROM metrics")
-        )
-        jobs = sorted(db.execute("SELECT job_id, status FROM jobs"))
-    return generations, scores, metrics, jobs
 
 
 def run_cli(config: Path, run: Path, *options: str) -> subprocess.Popen:

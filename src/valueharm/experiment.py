@@ -251,12 +251,9 @@ class Experiment:
     base: str  # resolved base model path or hub id
     profiles: dict[str, Any]
     specs: dict[str, Any]  # model_key → ModelSpec
+    adapters_dir: Path  # where adapters are trained to and loaded from (`adapters_root`)
     benchmark_items: dict[str, list[Any]] = field(default_factory=dict)
     templates: Any = None
-
-    @property
-    def adapters_dir(self) -> Path:
-        return adapters_dir(self.config, self.run_dir)
 
     @property
     def store_path(self) -> Path:
@@ -315,7 +312,7 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
         if value not in VALUES:
             raise ValueharmError(f"mitigation.set_aside[{index}]: {value!r} is not one of the ten values")
 
-    adapters = adapters_dir(config, run_dir)
+    adapters = adapters_root(config, run_dir)
     specs: dict[str, ModelSpec] = {}
     for method in config.methods:
         if method == "vanilla":
@@ -355,7 +352,7 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
             raise ValueharmError(f"mitigation.benchmarks[{index}]: {name!r} is not a benchmark of this experiment")
     with _at("template_dir"):
         templates = PromptTemplates.load(config.template_dir)
-    experiment = Experiment(config, run_dir, data_dir, "", profiles, specs, templates=templates)
+    experiment = Experiment(config, run_dir, data_dir, "", profiles, specs, adapters, templates=templates)
     for name in _benchmark_names(experiment):
         with _at(f"benchmarks.{name}"):
             experiment.benchmark_items[name] = _load_items(experiment, name)
@@ -404,7 +401,7 @@ def first_per_category(items: Sequence[Any], n: int) -> list[Any]:
     return kept
 
 
-def adapters_dir(config: ExperimentConfig, run_dir: Path) -> Path:
+def adapters_root(config: ExperimentConfig, run_dir: Path) -> Path:
     """The run directory's `adapters/`, or `ray.shared_dir`'s when set — for every executor, so a run started on
     a cluster and resumed locally (or the other way round) finds the adapters it trained."""
     shared = config.ray.get("shared_dir")

@@ -568,16 +568,18 @@ def split_groups(
 
 
 def _for_workers(experiment: Experiment, shared_dir: Path | None) -> Experiment:
-    """The experiment as workers see it: absolute paths (a worker may start anywhere), adapters in the shared dir."""
+    """The experiment as workers see it: absolute paths (a worker may start anywhere), adapters in the shared dir
+    (the config's `ray.shared_dir` already puts them there; an executor given another one moves them)."""
     root = (shared_dir or experiment.run_dir).resolve()
-    adapters = experiment.adapters_dir
+    adapters = root / "adapters" if shared_dir else experiment.adapters_dir.resolve()
     specs = {
         key: spec if spec.adapter_path is None else replace(
-            spec, adapter_path=root / "adapters" / Path(spec.adapter_path).relative_to(adapters)
+            spec, adapter_path=adapters / Path(spec.adapter_path).relative_to(experiment.adapters_dir)
         )
         for key, spec in experiment.specs.items()
     }  # fmt: skip
-    return replace(experiment, run_dir=root, data_dir=experiment.data_dir.resolve(), specs=specs)
+    return replace(experiment, run_dir=root, data_dir=experiment.data_dir.resolve(), specs=specs,
+                   adapters_dir=adapters)  # fmt: skip
 
 
 def _retryable(error: Exception) -> bool:

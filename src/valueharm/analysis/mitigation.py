@@ -122,22 +122,19 @@ class PairedDelta:
 
 
 @dataclass(frozen=True)
-class MitigationDelta:
+class MitigationDelta(PairedDelta):
+    """A paired delta for one model, benchmark, category, metric and condition."""
+
     model_key: str  # the unmitigated model
     benchmark: str
     category: str  # "all" for every item
     metric: str
     condition: str  # safety | value | dual
-    baseline: float  # input only, on the paired items
-    mitigated: float
-    delta: float  # mitigated − baseline; negative = less harm
-    ci_low: float | None
-    ci_high: float | None
-    n_paired: int
-    n_unpaired: int  # items scored in only one of the two conditions
 
     def row(self) -> dict[str, Any]:
-        return asdict(self)
+        labels = ("model_key", "benchmark", "category", "metric", "condition")
+        values = asdict(self)
+        return {key: values.pop(key) for key in labels} | values
 
 
 def paired_delta(
@@ -197,7 +194,8 @@ def condition_deltas(
             if not baseline and not mitigated:
                 continue
             stats = paired_delta(baseline, mitigated, n_boot=n_boot, seed=seed, level=level)
-            deltas.append(MitigationDelta(model_key, benchmark, label, metric, condition, **asdict(stats)))
+            deltas.append(MitigationDelta(**asdict(stats), model_key=model_key, benchmark=benchmark, category=label,
+                                          metric=metric, condition=condition))  # fmt: skip
     return deltas
 
 
