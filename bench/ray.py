@@ -51,7 +51,7 @@ def run_one(config: Path, run: Path, workers: int | None) -> dict[str, float]:
     if workers:
         import ray
 
-        from valueharm.ray_executor import RayExecutor
+        from valueharm.experiment.ray import RayExecutor
 
         ray.init(num_cpus=workers, include_dashboard=False, object_store_memory=256 * 2**20,
                  logging_level=logging.WARNING, log_to_driver=False)  # fmt: skip

@@ -28,6 +28,7 @@ from valueharm.alignment.vim_data import (
 )
 from valueharm.data.registry import require_file
 from valueharm.paths import data_dir as default_data_dir
+from valueharm.settings import VimDataSettings
 from valueharm.values import VALUES, ValueProfile, profile_set
 
 Splits = dict[tuple[str, str], list[int]]
@@ -49,8 +50,9 @@ def pandas_splits(frame: pd.DataFrame, profile: ValueProfile, threshold: float, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=None, help="data directory (default: $VALUEHARM_DATA)")
-    parser.add_argument("--threshold", type=float, default=3.0, help="positive if min score ≥ this")
-    parser.add_argument("--seed", type=int, default=42, help="pandas random_state of the split")
+    published = VimDataSettings()
+    parser.add_argument("--threshold", type=float, default=published.threshold, help="positive if min score ≥ this")
+    parser.add_argument("--seed", type=int, default=published.seed, help="pandas random_state of the split")
     args = parser.parse_args()
     data_dir = default_data_dir(args.data_dir)
 
@@ -63,9 +65,8 @@ def main() -> int:
     print(f"{'profile':32} " + " ".join(f"{p}/{s:5}" for s in STAGE1_SPLITS for p in POLARITIES))
     for profile in profiles:
         ours: Splits = {(p, s): [] for p in POLARITIES for s in STAGE1_SPLITS}
-        for example in stage1_examples(
-            arguments, profile, threshold=args.threshold, seed=args.seed, templates=templates
-        ):
+        settings = VimDataSettings(threshold=args.threshold, seed=args.seed)
+        for example in stage1_examples(arguments, profile, settings, templates=templates):
             ours[example.polarity, example.split].append(example.argument_id)
         if ours != pandas_splits(frame, profile, args.threshold, args.seed):
             mismatches.append(profile.name)

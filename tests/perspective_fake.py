@@ -14,14 +14,13 @@ as the real API does: a missing key gets 403, a wrong one 400 API_KEY_INVALID.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from fake_server import NO_ANSWER, FakeServer, Handler
 
 TOXIC_WORDS = ("idiot", "stupid", "hate you")
 
@@ -106,88 +105,40 @@ def scores_body(request: RecordedRequest, value: float) -> dict[str, Any]:
     }
 
 
-class FakePerspectiveServer:
-    """A threaded HTTP server on 127.0.0.1 at a free port; `url` is its API root (…/v1alpha1)."""
+class FakePerspectiveServer(FakeServer):
+    """The Comment Analyzer route on a FakeServer; `url` is its API root (…/v1alpha1)."""
+
+    name = "fake-perspective"
 
     def __init__(self, responder: Responder = keyword_toxicity, *, api_key: str = "test-key", max_requests: int = 500):
-        self.responder = responder
+        super().__init__(responder, root="/v1alpha1", max_requests=max_requests)  # beyond the budget: 418
         self.api_key = api_key
-        self.max_requests = max_requests  # beyond it every request gets 418, so a runaway client stops quickly
-        self.requests: list[RecordedRequest] = []
-        self.errors: list[str] = []  # responder exceptions, answered with 500
-        self._script: deque[Reply | float] = deque()
-        self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, name="fake-perspective", daemon=True
-        )
-        self.url = f"http://127.0.0.1:{self._httpd.server_port}/v1alpha1"
 
-    def __enter__(self) -> FakePerspectiveServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=5)
-
-    def script(self, *replies: Reply | float) -> None:
-        """Queue replies for the next analyze requests, in order, before the responder takes over again."""
-        with self._lock:
-            self._script.extend(replies)
-
-    def _reply_to(self, request: RecordedRequest) -> Reply:
-        with self._lock:
-            self.requests.append(request)
-            if len(self.requests) > self.max_requests:
-                return Reply.error(418, f"fake server: more than {self.max_requests} requests", "ABORTED")
-            key = request.headers.get("x-goog-api-key") or (request.query.get("key") or [None])[0]
-            if key is None:
-                return Reply.error(403, "The request is missing a valid API key.", "PERMISSION_DENIED")
-            if key != self.api_key:
-                return Reply.key_invalid()
-            if request.path != "/v1alpha1/comments:analyze":
-                return Reply.error(404, f"no route {request.path}", "NOT_FOUND")
-            if not request.text:
-                empty = [{"errorType": "COMMENT_EMPTY"}]
-                return Reply.error(400, "Comment must be non-empty.", "INVALID_ARGUMENT", empty)
-            scripted = self._script.popleft() if self._script else None
+    def serve(self, handler: Handler, method: str, raw: bytes) -> None:
         try:
-            reply = scripted if scripted is not None else self.responder(request)
-        except Exception as exc:  # reported to the test through `errors`, answered like a crashing server
-            with self._lock:
-                self.errors.append(repr(exc))
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        url = urlsplit(handler.path)
+        request = RecordedRequest(method, url.path, parse_qs(url.query), handler.header_map(), body, time.monotonic())
+        reply = self._reply_to(request, within_budget=self.record(request))
+        payload = json.dumps(reply.body if reply.body is not None else {}).encode()
+        handler.send(reply.status, payload, reply.headers, content_type="application/json; charset=UTF-8")
+
+    def _reply_to(self, request: RecordedRequest, *, within_budget: bool) -> Reply:
+        if not within_budget:
+            return Reply.error(418, f"fake server: more than {self.max_requests} requests", "ABORTED")
+        key = request.headers.get("x-goog-api-key") or (request.query.get("key") or [None])[0]
+        if key is None:
+            return Reply.error(403, "The request is missing a valid API key.", "PERMISSION_DENIED")
+        if key != self.api_key:
+            return Reply.key_invalid()
+        if request.method != "POST" or request.path != "/v1alpha1/comments:analyze":
+            return Reply.error(404, f"no route {request.path}", "NOT_FOUND")
+        if not request.text:
+            empty = [{"errorType": "COMMENT_EMPTY"}]
+            return Reply.error(400, "Comment must be non-empty.", "INVALID_ARGUMENT", empty)
+        reply = self.answer(request)
+        if reply is NO_ANSWER:
             return Reply.server_error()
         return Reply(body=scores_body(request, reply)) if isinstance(reply, int | float) else reply
-
-
-def _handler_for(server: FakePerspectiveServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        timeout = 10
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
-        def do_POST(self) -> None:
-            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            try:
-                body = json.loads(raw) if raw else None
-            except ValueError:
-                body = None
-            url = urlsplit(self.path)
-            headers = {name.lower(): value for name, value in self.headers.items()}
-            request = RecordedRequest("POST", url.path, parse_qs(url.query), headers, body, time.monotonic())
-            reply = server._reply_to(request)
-            payload = json.dumps(reply.body if reply.body is not None else {}).encode()
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json; charset=UTF-8")
-            self.send_header("Content-Length", str(len(payload)))
-            for name, value in reply.headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(payload)
-
-    return Handler

@@ -145,3 +145,90 @@ def test_error_text_with_brackets_is_printed_verbatim(capsys, tmp_path: Path, da
     )
     code, _, err = run_cli(capsys, "run", str(path), "--run", str(tmp_path / "run"))
     assert code == 2 and "benchmarks.rtp.scorers[0]: scorer 'refusal'" in err
+
+
+def test_a_misspelt_ray_key_fails_the_dry_run(capsys, tmp_path: Path, data_dir: Path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(
+        f"name: x\nbase_model: tiny:test\ndata_dir: {data_dir}\nmethods: [vanilla]\n"
+        "benchmarks:\n  hex-phi: {limit: 2}\nray: {trian: {num_cpus: 1}}\n"
+    )
+    code, out, err = run_cli(capsys, "run", str(path), "--run", str(tmp_path / "run"), "--dry-run")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "exp.yaml: ray.trian: unknown key; known: generate, local, max_retries" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--base", "/nonexistent/model"], "cannot load base model /nonexistent/model"),
+        (["--base", "/nonexistent/model", "--method", "vim", "--profile", "Pow"], "vim/Pow"),
+        (["--base", "/nonexistent/model", "--backend", "hff"], "unknown backend 'hff'"),
+        (["--base", "/nonexistent/model", "--limit", "0"], "--limit: Input should be greater than or equal to 1"),
+    ],
+)
+def test_a_failed_generate_leaves_no_files(capsys, tmp_path: Path, data_dir: Path, options: list, message: str):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "generate", "--benchmark", "hex-phi", "--run", str(run), *options,
+                           "--data-dir", str(data_dir), "--quiet")  # fmt: skip
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_score_validation_changes_nothing(capsys, tmp_path: Path):
+    code, _, err = run_cli(capsys, "score", "--run", str(tmp_path / "run"), "--scorer", "refusal")
+    assert code == 2 and "no results.sqlite" in err and list(tmp_path.iterdir()) == []
+    from valueharm.store import RunStore
+
+    RunStore(tmp_path / "results.sqlite").close()
+    before = {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()}
+    for options, message in ((["--benchmark", "hexphi"], "unknown benchmark 'hexphi'"), ([], "unknown scorer")):
+        scorer = "refusal" if options else "refusl"
+        code, _, err = run_cli(capsys, "score", "--run", str(tmp_path), "--scorer", scorer, *options)
+        assert code == 2 and message in err
+    assert {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()} == before
+
+
+def test_bad_training_options_name_the_option_before_any_work(capsys, tmp_path: Path, data_dir: Path):
+    out_dir = tmp_path / "adapters"
+    code, _, err = run_cli(capsys, "train", "vim", "--base", "/nonexistent/model", "--out", str(out_dir),
+                           "--profile", "Pow", "--epochs", "0", "--data-dir", str(data_dir))  # fmt: skip
+    assert code == 2 and "error: --epochs: Input should be greater than or equal to 1, got 0" in err
+    code, _, err = run_cli(capsys, "train", "benign", "--base", "/nonexistent/model", "--out", str(out_dir),
+                           "--dataset", "grammar", "--lora-dropout", "1.5")  # fmt: skip
+    assert code == 2 and "error: --lora-dropout: Input should be less than 1, got 1.5" in err
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "models"),
+    [
+        (["train", "vim"], ["VimTraining", "LoraSettings"]),
+        (["train", "benign"], ["BenignTraining", "LoraSettings"]),
+        (["vim", "build-data"], ["VimDataSettings"]),
+        (["generate"], ["ItemSelection", "SamplingSettings", "GenerationSettings"]),
+        (["metrics"], ["MetricsSettings"]),
+        (["score"], ["ScoringSettings"]),
+    ],
+)
+def test_settings_options_come_from_the_settings_models(command: list, models: list):
+    """Each field is an option with the field's help and published default: declared once, in valueharm.settings."""
+    import typer.main
+
+    from valueharm import settings
+    from valueharm.cli.common import app
+
+    click_command = typer.main.get_command(app)
+    for name in command:
+        click_command = click_command.commands[name]
+    options = {param.name: param for param in click_command.params}
+    for model in (getattr(settings, name) for name in models):
+        prefix = "lora_" if model is settings.LoraSettings else ""
+        for field, info in model.model_fields.items():
+            if field in {"stage1", "stage2", "options"}:  # stage overrides and backend options are YAML-only
+                continue
+            option = options[prefix + field]
+            default = info.get_default(call_default_factory=True)
+            assert info.description and option.help.startswith(info.description.rstrip("."))
+            assert option.default == (",".join(default) if isinstance(default, tuple) else default)

@@ -17,17 +17,10 @@ import yaml
 from run_outcome import outcome
 
 from valueharm.errors import ValueharmError
-from valueharm.experiment import (
-    GenerateJob,
-    PlanSummary,
-    builtin_config,
-    load_config,
-    plan,
-    planned_records,
-    resolve,
-    run_experiment,
-    stage_settings,
-)
+from valueharm.experiment import PlanSummary, builtin_config, load_config, run_experiment
+from valueharm.experiment.jobs import planned_records
+from valueharm.experiment.plan import GenerateJob, plan, resolve
+from valueharm.settings import TrainSettings
 
 SMALL = builtin_config("smoke")
 
@@ -51,6 +44,10 @@ def write_config(tmp_path: Path, config: dict, name: str = "exp.yaml") -> Path:
         ({"methods": ["vanilla", "telepathy"]}, r"methods\.1: "),
         ({"mitigation": {"models": ["vim/Nobody"]}}, r"mitigation\.models\[0\]: unknown model 'vim/Nobody'"),
         ({"benchmarks": {"hexphi": {}}}, r"benchmarks\.hexphi: unknown benchmark 'hexphi'"),
+        ({"ray": {"trian": {"num_cpus": 1}}}, r"ray\.trian: unknown key; known: generate, local"),
+        ({"training": {"vim": {"epochs": 0}}}, r"training\.vim\.epochs: Input should be greater than or equal to 1"),
+        ({"generation": {"backend": "hff"}}, r"generation\.backend: unknown backend 'hff'; did you mean: hf"),
+        ({"base_model": "/nonexistent/model"}, r"base_model: cannot load base model /nonexistent/model"),
     ],
 )
 def test_config_errors_name_the_yaml_path_before_any_work(tmp_path: Path, data_dir: Path, change: dict, message: str):
@@ -94,16 +91,17 @@ def test_alignment_check_samples_the_survey_as_configured(data_dir: Path, tmp_pa
 
 
 def test_vim_stages_share_settings_and_override_single_ones(tmp_path: Path):
-    from valueharm.training import TrainSettings
-
-    training = {"vim": {"epochs": 5, "learning_rate": 1e-2, "seed": 7, "stage1": {"epochs": 2}}}
-    vim = load_config(write_config(tmp_path, {**SMALL, "training": training})).training.vim
-    shared = stage_settings(vim, TrainSettings())
-    first, second = stage_settings(vim.stage1, shared), stage_settings(vim.stage2, shared)
-    assert (first.epochs, first.learning_rate, first.seed) == (2, 1e-2, 7)
+    training = {"vim": {"epochs": 5, "learning_rate": 1e-2, "seed": 7, "threshold": 4, "stage1": {"epochs": 2}}}
+    config = load_config(write_config(tmp_path, {**SMALL, "training": training}))
+    vim = config.training.vim
+    first, second = vim.stage("stage1"), vim.stage("stage2")
+    assert type(first) is TrainSettings and (first.epochs, first.learning_rate, first.seed) == (2, 1e-2, 7)
     assert (second.epochs, second.learning_rate, second.seed) == (5, 1e-2, 7)
     assert second.batch_size == TrainSettings().batch_size  # unset: the published default
-    with pytest.raises(ValueharmError, match=r"training\.vim\.stage2\.limit"):
+    assert (vim.data.threshold, vim.data.seed) == (4, 7)
+    benign = config.training.benign.train  # the published benign recipe, not the VIM one
+    assert (benign.epochs, benign.batch_size, benign.gradient_accumulation, benign.max_length) == (1, 1, 16, 2048)
+    with pytest.raises(ValueharmError, match=r"training\.vim\.stage2\.limit: unknown key; known: batch_size"):
         load_config(write_config(tmp_path, {**SMALL, "training": {"vim": {"stage2": {"limit": 3}}}}))
 
 

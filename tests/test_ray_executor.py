@@ -18,10 +18,12 @@ import pytest
 import yaml
 from run_outcome import outcome
 
-import valueharm
+import valueharm.experiment
 from valueharm.errors import ValueharmError
-from valueharm.experiment import GenerateJob, LocalExecutor, builtin_config, make_executor, run_experiment
-from valueharm.ray_executor import RayExecutor, RaySettings, split_groups
+from valueharm.experiment import LocalExecutor, builtin_config, make_executor, run_experiment
+from valueharm.experiment.config import RaySettings, validated
+from valueharm.experiment.plan import GenerateJob
+from valueharm.experiment.ray import RayExecutor, split_groups
 
 try:
     import ray
@@ -159,7 +161,7 @@ def test_a_failing_job_fails_alone_and_the_run_says_so(cluster: str, data_dir: P
         "profiles": {"names": ["Pow"]},
         "methods": ["vanilla", "vim"],
         "training": {"vim": {"epochs": 1, "limit": 4, "max_length": 8}},  # no example fits: training fails
-        "benchmarks": {"rtp": {"limit": 2, "samples": 1, "max_new_tokens": 4, "scorers": ["lexicon"]}},
+        "benchmarks": {"rtp": {"limit": 2, "samples": 1, "max_new_tokens": 4, "scorers": ["toxicity-linear"]}},
         "mitigation": {},
         "analysis": {"alignment_check": {"enabled": False}},
     }
@@ -172,7 +174,7 @@ def test_a_failing_job_fails_alone_and_the_run_says_so(cluster: str, data_dir: P
         "train:vim/Pow": "failed",
         "generate:vim/Pow:rtp": "failed",
         "generate:vanilla:rtp": "done",
-        "score:rtp:lexicon": "done",
+        "score:rtp:toxicity-linear": "done",
     }
     assert len(scores) == 2  # the vanilla generations, scored
     with sqlite3.connect(tmp_path / "run" / "results.sqlite") as db:
@@ -202,8 +204,8 @@ def test_adapters_go_to_the_shared_dir(cluster: str, data_dir: Path, tmp_path: P
 
 
 def test_without_ray_the_error_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delitem(sys.modules, "valueharm.ray_executor")  # imported afresh below, and restored after
-    monkeypatch.delattr(valueharm, "ray_executor")
+    monkeypatch.delitem(sys.modules, "valueharm.experiment.ray")  # imported afresh below, and restored after
+    monkeypatch.delattr(valueharm.experiment, "ray")
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray → ImportError
     with pytest.raises(ValueharmError, match=r"pip install 'valueharm\[ray\]'"):
         make_executor("ray")
@@ -223,29 +225,35 @@ def test_only_the_ray_executor_imports_ray():
             names += [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
             if any(name == "ray" or name.startswith("ray.") for name in names):
                 importers.add(path.relative_to(PACKAGE).as_posix())
-    assert importers == {"ray_executor.py"}
+    assert importers == {"experiment/ray.py"}
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"trian": {}}, r"ray\.trian: unknown key; known: generate, local, max_retries"),
-        ({"train": {"gpus": 1}}, r"ray\.train\.gpus: unknown key; known: memory, num_cpus, num_gpus"),
-        ({"score": {"memory": "lots"}}, r"ray\.score\.memory: expected bytes"),
-        ({"max_retries": -1}, r"ray\.max_retries: must be ≥ 0"),
-        ({"generate": {"groups": 0}}, r"ray\.generate\.groups: must be ≥ 1"),
-        ({"generate": {"groups": 1.5}}, r"ray\.generate\.groups: expected an integer, got 1\.5"),
-        ({"train": {"num_cpus": "two"}}, r"ray\.train\.num_cpus: expected a number"),
+        ({"trian": {}}, r"^ray\.trian: unknown key; known: generate, local, max_retries"),
+        ({"train": {"gpus": 1}}, r"^ray\.train\.gpus: unknown key; known: memory, num_cpus, num_gpus$"),
+        ({"score": {"memory": "lots"}}, r"^ray\.score\.memory: expected bytes"),
+        ({"max_retries": -1}, r"^ray\.max_retries: Input should be greater than or equal to 0, got -1$"),
+        ({"generate": {"groups": 0}}, r"^ray\.generate\.groups: Input should be greater than or equal to 1, got 0$"),
+        ({"generate": {"groups": 1.5}}, r"^ray\.generate\.groups: Input should be a valid integer.*, got 1\.5$"),
+        ({"train": {"num_cpus": "two"}}, r"^ray\.train\.num_cpus: Input should be a valid number"),
     ],
 )
 def test_settings_errors_name_the_key(settings: dict, message: str):
     with pytest.raises(ValueharmError, match=message):
-        RaySettings.from_dict(settings)
+        validated(RaySettings, settings, "ray")
+
+
+@needs_ray
+def test_settings_given_to_the_executor_are_validated_as_the_configs():
+    with pytest.raises(ValueharmError, match=r"^ray\.trian: unknown key"):
+        RayExecutor(settings={"trian": {"num_cpus": 1}})
 
 
 def test_settings_from_a_plain_dict():
-    settings = RaySettings.from_dict(
-        {"train": {"num_gpus": 1, "memory": "16GiB"}, "score": {"tasks": 4}, "shared_dir": "/shared/runs"}
+    settings = validated(
+        RaySettings, {"train": {"num_gpus": 1, "memory": "16GiB"}, "score": {"tasks": 4}, "shared_dir": "/shared/runs"}
     )
     assert settings.train.num_gpus == 1 and settings.train.memory == 16 * 2**30
     assert settings.score.tasks == 4 and settings.score.num_gpus == 0 and settings.generate.num_gpus is None
@@ -270,5 +278,6 @@ def test_the_configs_ray_section_is_validated(tmp_path: Path, data_dir: Path):
     config = {**SMALL, "data_dir": str(data_dir), "methods": ["vanilla"], "mitigation": {}, "ray": {"max_retries": -1}}
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(config))
-    with pytest.raises(ValueharmError, match=r"ray\.max_retries: must be ≥ 0"):
-        run_experiment(path, tmp_path / "run", executor=make_executor("ray"))
+    with pytest.raises(ValueharmError, match=r"exp\.yaml: ray\.max_retries: Input should be greater than or equal"):
+        run_experiment(path, tmp_path / "run", executor=LocalExecutor())  # every executor: the config is invalid
+    assert not (tmp_path / "run").exists()

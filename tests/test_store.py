@@ -1,9 +1,11 @@
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 
 from valueharm.errors import ValueharmError
+from valueharm.exchange import import_into
 from valueharm.records import GenerationRecord, SamplingParams, ScoreRecord
 from valueharm.store import RunStore
 
@@ -50,41 +52,27 @@ def test_a_failed_transaction_writes_nothing(tmp_path: Path):
         assert store.jobs() == []
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
-def test_export(tmp_path: Path, fmt: str):
+def test_records_go_in_whole_or_not_at_all(tmp_path: Path):
     with RunStore(tmp_path / "r.sqlite") as store:
-        store.add_generations([record("a"), record("b")])
-        store.add_scores([ScoreRecord(record("a").key, "lexicon", 0.25)])
-        assert store.export_generations(tmp_path / f"out.{fmt}") == 2
-    assert (tmp_path / f"out.{fmt}").stat().st_size > 0
+        store.add_records([record("a"), record("b", error="HTTP 500")], [ScoreRecord(record("a").key, "judge", 4.0)])
+        assert len(store.generations()) == 2 and [s.value for s in store.scores()] == [4.0]
+        assert store.stored_texts([record("a").key, record("b").key, "other"]) == {record("a").key: "a reply"}
+        with pytest.raises(sqlite3.IntegrityError):  # a bad score row takes its generations with it
+            store.add_records([record("c")], [ScoreRecord(record("c").key, None)])  # type: ignore[arg-type]
+        assert len(store.generations()) == 2
 
 
-def test_import_round_trip(tmp_path: Path):
-    with RunStore(tmp_path / "a.sqlite") as store:
-        store.add_generations([record("a"), record("b")])
-        store.add_scores([ScoreRecord(record("a").key, "judge", 4.0)])
-        store.export_generations(tmp_path / "out.jsonl")
-    with RunStore(tmp_path / "b.sqlite") as other:
-        assert other.import_generations(tmp_path / "out.jsonl") == 2
-        assert other.generations() == [record("a"), record("b")]
-        assert [s.value for s in other.scores("judge")] == [4.0]
-
-
-def test_import_errors_name_the_line(tmp_path: Path):
+def test_import_generations_reads_the_exchange_format(tmp_path: Path):
     path = tmp_path / "in.jsonl"
     good = json.dumps(
-        {"model_key": "m", "benchmark": "hex-phi", "item_id": "1", "sample": 0, "prompt": "p", "text": "t"}
-    )
+        {"model_key": "m", "benchmark": "hex-phi", "item_id": "1", "sample": 0, "prompt": "p", "text": "t",
+         "scores": {"judge:harmfulness@gpt-4o": {"value": 4, "label": "4"}}}
+    )  # fmt: skip
     path.write_text(good + "\n" + json.dumps({"model_key": "m", "prompt": "p"}) + "\n")
     with RunStore(tmp_path / "r.sqlite") as store:
         with pytest.raises(ValueharmError, match=r"in\.jsonl:2: generation record lacks field\(s\): benchmark"):
-            store.import_generations(path)
+            import_into(store, path)
         assert store.generations() == []  # nothing half-imported
-        path.write_text(good.replace('"t"}', '"t", "key": "forged"}') + "\n")
-        with pytest.raises(ValueharmError, match="key does not match"):
-            store.import_generations(path)
-
-
-def test_unknown_export_format(tmp_path: Path):
-    with RunStore(tmp_path / "r.sqlite") as store, pytest.raises(ValueharmError, match="unknown export format"):
-        store.export_generations(tmp_path / "out.xlsx")
+        path.write_text(good + "\n")
+        assert import_into(store, path).imported == 1
+        assert [(s.value, s.label) for s in store.scores()] == [(4.0, "4")]

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from valueharm import tiny
 from valueharm.alignment.vim_data import build_stage2
@@ -108,8 +109,21 @@ def test_a_failed_save_leaves_nothing_that_looks_complete(
 
 
 def test_settings_validation():
-    with pytest.raises(ValueharmError, match="epochs=0"):
+    with pytest.raises(ValidationError, match="epochs"):
         TrainSettings(epochs=0)
+    with pytest.raises(ValidationError, match="epochz"):
+        TrainSettings(epochz=3)
+
+
+def test_meta_records_every_setting_under_its_published_name(tiny_adapters: dict[str, Path]):
+    meta = json.loads((tiny_adapters["vim/Pow"] / "meta.json").read_text())
+    assert list(meta["stages"][0]["settings"]) == [
+        "learning_rate", "epochs", "batch_size", "gradient_accumulation", "max_length", "seed", "group_by_length",
+        "pad_to_multiple_of", "lr_scheduler", "warmup_ratio", "weight_decay", "eval_batch_size", "max_steps",
+        "precision",
+    ]  # fmt: skip
+    assert meta["lora"] == {"r": 8, "alpha": 32, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
+    assert (meta["threshold"], meta["data_seed"]) == (3.0, 42)
 
 
 def test_empty_job_training_data(tiny_model_dir: Path, tmp_path: Path):

@@ -1,14 +1,15 @@
 """The typed records that flow through a run: generations and scores (DESIGN §3).
 
-They are the store's columns and the JSONL/CSV export/import format. A generation's `key` hashes everything that
-determines it except its text, so the same request is never generated twice and a resumed run makes exactly the
-records a clean run would.
+They are the store's columns and the export/import format (valueharm.exchange). A generation's `key` hashes
+everything that determines it except its text, so the same request is never generated twice and a resumed run makes
+exactly the records a clean run would.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -30,9 +31,33 @@ class SamplingParams:
             raise ValueharmError(f"sampling parameters out of range: {self}")
         object.__setattr__(self, "stop", tuple(self.stop))
 
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> SamplingParams:
+        """From a stored or imported mapping, types checked: a float where an int was hashed would change the key."""
+        if not isinstance(values, Mapping):
+            raise ValueharmError(f"params must be an object, got {type(values).__name__}")
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueharmError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
+        for name, (kinds, what) in _PARAM_TYPES.items():
+            if name in values and (isinstance(values[name], bool) or not isinstance(values[name], kinds)):
+                raise ValueharmError(f"params.{name} must be {what}, got {values[name]!r:.60}")
+        stop = values.get("stop", ())
+        if not isinstance(stop, list | tuple) or not all(isinstance(s, str) for s in stop):
+            raise ValueharmError(f"params.stop must be a list of strings, got {stop!r:.60}")
+        return cls(**values)
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+_PARAM_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "temperature": ((int, float), "a number"),
+    "top_p": ((int, float), "a number"),
+    "max_new_tokens": ((int,), "an integer"),
+    "seed": ((int,), "an integer"),
+}
 
 
 def generation_key(**identity: Any) -> str:
@@ -75,26 +100,34 @@ class GenerationRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, row: dict[str, Any]) -> GenerationRecord:
-        """From a store row or an imported JSON object (`params` as a mapping or a JSON string)."""
+    def from_dict(cls, row: Mapping[str, Any]) -> GenerationRecord:
+        """From a store row or an imported JSON object (`params` as a mapping or a JSON string), types checked so a
+        malformed import fails here rather than as a wrong key or a number stored as text."""
         unknown = set(row) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueharmError(f"unknown generation field(s): {', '.join(sorted(unknown))}")
         missing = REQUIRED_GENERATION_FIELDS - set(row)
         if missing:
             raise ValueharmError(f"generation record lacks field(s): {', '.join(sorted(missing))}")
-        params = row.get("params") or {}
-        values = {
-            "base_model": "",
-            "category": "",
-            "query": row["prompt"],
-            **row,
-            "params": SamplingParams(**(json.loads(params) if isinstance(params, str) else params)),
-            "sample": int(row["sample"]),
-        }
-        return cls(**values)
+        values = {"base_model": "", "category": "", "query": row["prompt"], "key": "", **row}
+        for name in (*_TEXT_FIELDS, "key"):
+            if not isinstance(values[name], str):
+                raise ValueharmError(f"{name} must be a string, got {type(values[name]).__name__}")
+        if values.get("error") is not None and not isinstance(values["error"], str):
+            raise ValueharmError(f"error must be a string or null, got {type(values['error']).__name__}")
+        sample = values["sample"]
+        if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
+            raise ValueharmError(f"sample must be an integer ≥ 0, got {sample!r:.60}")
+        params = values.get("params") or {}
+        if isinstance(params, str):
+            try:
+                params = json.loads(params)
+            except json.JSONDecodeError as err:
+                raise ValueharmError(f"params is not valid JSON ({err})") from None
+        return cls(**{**values, "params": SamplingParams.from_dict(params)})
 
 
+_TEXT_FIELDS = ("model_key", "base_model", "benchmark", "item_id", "category", "prompt", "query", "text")
 REQUIRED_GENERATION_FIELDS = frozenset({"model_key", "benchmark", "item_id", "sample", "prompt", "text"})
 
 
@@ -111,3 +144,30 @@ class ScoreRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def entry(self) -> dict[str, Any]:
+        """The score as it travels with its generation: `"scores": {scorer: entry}` in an export."""
+        return {"value": self.value, "label": self.label, "raw": self.raw, "error": self.error}
+
+    @classmethod
+    def from_entry(cls, key: str, scorer: str, entry: Any) -> ScoreRecord:
+        """From an exported or imported score: an object with value/label/raw/error, or a bare number (or null)."""
+        if not isinstance(scorer, str) or not scorer:
+            raise ValueharmError(f"scorer names must be non-empty strings, got {scorer!r:.60}")
+        if not isinstance(entry, Mapping):
+            entry = {"value": entry}
+        unknown = set(entry) - SCORE_ENTRY_FIELDS
+        if unknown:
+            raise ValueharmError(f"score {scorer!r}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
+        value = entry.get("value")
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise ValueharmError(f"score {scorer!r}: value must be a number or null, got {value!r:.60}")
+        for name in ("label", "raw", "error"):
+            if entry.get(name) is not None and not isinstance(entry[name], str):
+                kind = type(entry[name]).__name__
+                raise ValueharmError(f"score {scorer!r}: {name} must be a string or null, got {kind}")
+        value = None if value is None else float(value)
+        return cls(key, scorer, value, entry.get("label"), entry.get("raw"), entry.get("error"))
+
+
+SCORE_ENTRY_FIELDS = frozenset({"value", "label", "raw", "error"})

@@ -2,11 +2,11 @@
 
 Every write is one transaction, so a killed run loses at most the batch in flight and never leaves half a batch.
 Keys make writes idempotent: storing a generation or score again replaces it, and callers skip what is stored.
+Export and import of a run's records live in valueharm.exchange.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import sqlite3
 import time
@@ -73,7 +73,11 @@ GENERATION_COLUMNS = (
     "key", "model_key", "base_model", "benchmark", "item_id", "category", "sample", "prompt", "query", "params",
     "text", "error",
 )  # fmt: skip
-EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+_INSERT_GENERATION = (
+    f"INSERT OR REPLACE INTO generations ({', '.join(GENERATION_COLUMNS)}, created) "
+    f"VALUES ({', '.join('?' * len(GENERATION_COLUMNS))}, ?)"
+)
+_INSERT_SCORE = "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)"
 
 
 class RunStore:
@@ -112,14 +116,10 @@ class RunStore:
     # ---------------------------------------------------------------------------------------------- generations
 
     def add_generations(self, records: Iterable[GenerationRecord]) -> int:
-        rows = [_generation_row(record) for record in records]
         now = time.time()
+        rows = [(*_generation_row(record), now) for record in records]
         with self.transaction() as db:
-            db.executemany(
-                f"INSERT OR REPLACE INTO generations ({', '.join(GENERATION_COLUMNS)}, created) "
-                f"VALUES ({', '.join('?' * len(GENERATION_COLUMNS))}, ?)",
-                [(*row, now) for row in rows],
-            )
+            db.executemany(_INSERT_GENERATION, rows)
         return len(rows)
 
     def done_generation_keys(self, keys: Iterable[str] | None = None) -> set[str]:
@@ -149,7 +149,7 @@ class RunStore:
     def add_scores(self, records: Iterable[ScoreRecord]) -> int:
         rows = [(r.key, r.scorer, r.value, r.label, r.raw, r.error, time.time()) for r in records]
         with self.transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany(_INSERT_SCORE, rows)
         return len(rows)
 
     def scored_keys(self, scorer: str) -> set[str]:
@@ -206,67 +206,24 @@ class RunStore:
         rows = self._db.execute("SELECT job_id, kind, status, detail, updated FROM jobs ORDER BY updated")
         return [{"job_id": j, "kind": k, "status": s, "detail": json.loads(d), "updated": u} for j, k, s, d, u in rows]
 
-    # ------------------------------------------------------------------------------------------ export / import
+    # ------------------------------------------------------------------------------------------------- imports
 
-    def export_generations(self, path: str | Path, fmt: str | None = None) -> int:
-        """Write every generation (with its scores, one column per scorer) as JSONL, CSV or Parquet."""
-        path = Path(path)
-        fmt = fmt or path.suffix.lstrip(".")
-        if fmt not in EXPORT_FORMATS:
-            raise ValueharmError(f"{path}: unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
-        scores: dict[str, dict[str, Any]] = {}
-        for score in self.scores():
-            scores.setdefault(score.key, {})[score.scorer] = score.value if score.error is None else None
-        rows = [
-            {**record.to_dict(), "params": asdict(record.params), "scores": scores.get(record.key, {})}
-            for record in self.generations()
-        ]
-        tmp = path.with_name(path.name + ".tmp")
-        if fmt == "jsonl":
-            tmp.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-        else:
-            flat = [
-                {**{k: v for k, v in row.items() if k not in {"params", "scores"}},
-                 "params": json.dumps(row["params"]), **{f"score:{k}": v for k, v in row["scores"].items()}}
-                for row in rows
-            ]  # fmt: skip
-            if fmt == "csv":
-                columns = list(dict.fromkeys(key for row in flat for key in row)) or list(GENERATION_COLUMNS)
-                with tmp.open("w", newline="", encoding="utf-8") as handle:
-                    writer = csv.DictWriter(handle, fieldnames=columns)
-                    writer.writeheader()
-                    writer.writerows(flat)
-            else:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
+    def add_records(self, generations: Iterable[GenerationRecord], scores: Iterable[ScoreRecord]) -> None:
+        """Generations and their scores in one transaction: an import goes in whole or not at all."""
+        rows = [(*_generation_row(record), time.time()) for record in generations]
+        score_rows = [(r.key, r.scorer, r.value, r.label, r.raw, r.error, time.time()) for r in scores]
+        with self.transaction() as db:
+            db.executemany(_INSERT_GENERATION, rows)
+            db.executemany(_INSERT_SCORE, score_rows)
 
-                pq.write_table(pa.Table.from_pylist(flat), tmp)
-        tmp.replace(path)
-        return len(rows)
-
-    def import_generations(self, path: str | Path) -> int:
-        """Load generations made elsewhere from JSONL (the export format; `scores` maps scorer → value)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueharmError(f"{path}: file not found")
-        records, scores = [], []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                row_scores = row.pop("scores", None) or {}
-                record = GenerationRecord.from_dict(row)
-            except (json.JSONDecodeError, ValueharmError, TypeError, ValueError) as err:
-                raise ValueharmError(f"{path}:{number}: {err}") from None
-            if row.get("key") and row["key"] != record.identity_key():
-                raise ValueharmError(f"{path}:{number}: key does not match the record's fields")
-            records.append(record)
-            scores += [ScoreRecord(record.key, scorer, value) for scorer, value in row_scores.items()]
-        self.add_generations(records)
-        if scores:
-            self.add_scores(scores)
-        return len(records)
+    def stored_texts(self, keys: Iterable[str]) -> dict[str, str]:
+        """Key → text of those generations stored without error (what an import must not overwrite)."""
+        keys, found = list(keys), {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            sql = f"SELECT key, text FROM generations WHERE error IS NULL AND key IN ({', '.join('?' * len(chunk))})"
+            found.update(self._db.execute(sql, chunk))
+        return found
 
 
 def _filters(**conditions: str | None) -> tuple[list[str], list[str]]:

@@ -20,12 +20,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
 from transformers import TrainerCallback
 
 from valueharm.errors import ValueharmError
+from valueharm.settings import BenignTrainSettings, LoraSettings, TrainSettings, VimDataSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,53 +36,6 @@ META_FILE = "meta.json"
 class PromptCompletion(Protocol):
     prompt: str
     completion: str
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """The adapter's shape (published: r=8, alpha=32, dropout 0.1 on q_proj and v_proj)."""
-
-    r: int = 8
-    alpha: int = 32
-    dropout: float = 0.1
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-
-    def __post_init__(self) -> None:
-        if self.r < 1 or self.alpha <= 0 or not 0 <= self.dropout < 1 or not self.target_modules:
-            raise ValueharmError(f"LoRA settings out of range: {self}")
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """One training stage. Defaults are the published VIM settings: lr 2e-5, 5 epochs, batch 8."""
-
-    learning_rate: float = 2e-5
-    epochs: int = 5
-    batch_size: int = 8
-    gradient_accumulation: int = 1
-    max_length: int = 1024  # prompt + completion tokens; longer examples are dropped and reported, never cut
-    seed: int = 42
-    group_by_length: bool = True
-    pad_to_multiple_of: int | None = None  # None: pad each batch to its longest example
-    lr_scheduler: str = "linear"
-    warmup_ratio: float = 0.0
-    weight_decay: float = 0.0
-    eval_batch_size: int = 16
-    max_steps: int | None = None  # stop early after this many optimizer steps (smoke runs, benchmarks)
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-
-    def __post_init__(self) -> None:
-        checks = {
-            "learning_rate": self.learning_rate > 0,
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "gradient_accumulation": self.gradient_accumulation >= 1,
-            "max_length": self.max_length >= 8,
-            "warmup_ratio": 0 <= self.warmup_ratio < 1,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueharmError(f"training settings out of range: {', '.join(f'{b}={getattr(self, b)}' for b in bad)}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +82,16 @@ def load_base(base: str | Path, *, trust_remote_code: bool = False) -> tuple[Any
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+def check_base(base: str | Path, *, trust_remote_code: bool = False) -> None:
+    """Fail before any work when the base model cannot be found or read; only its config is loaded."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(str(base), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ValueharmError(f"cannot load base model {base}: {str(err).splitlines()[0]}") from None
 
 
 def base_identity(base: str | Path) -> str:
@@ -360,7 +324,7 @@ class AdapterJob:
 def train_adapters(
     base: str | Path,
     jobs: Iterable[AdapterJob] | Callable[[], Iterable[AdapterJob]],
-    lora: LoraSettings = LoraSettings(),
+    lora: LoraSettings | None = None,
     *,
     trust_remote_code: bool = False,
     progress: bool = True,
@@ -372,6 +336,7 @@ def train_adapters(
     adapter is written to a temporary directory and renamed into place, so a killed run never leaves a directory
     that looks complete.
     """
+    lora = lora or LoraSettings()
     from peft import LoraConfig, get_peft_model
 
     jobs = list(jobs() if callable(jobs) else jobs)
@@ -402,9 +367,9 @@ def train_adapters(
                 "adapter": job.name,
                 "base": base_identity(base),
                 "data_sha256": data_hash([train for _, train, _, _ in job.stages]),
-                "lora": asdict(lora),
+                "lora": lora.model_dump(),
                 "stages": [
-                    {"name": name, "settings": asdict(settings), **_stage_summary(result)}
+                    {"name": name, "settings": settings.model_dump(), **_stage_summary(result)}
                     for (name, _, _, settings), result in zip(job.stages, stages, strict=True)
                 ],
                 "versions": _versions(),
@@ -486,10 +451,9 @@ def vim_jobs(
     data_dir: Path,
     out_dir: Path,
     *,
-    stage1: TrainSettings = TrainSettings(),
-    stage2: TrainSettings = TrainSettings(),
-    threshold: float = 3.0,
-    seed: int = 42,
+    stage1: TrainSettings | None = None,
+    stage2: TrainSettings | None = None,
+    data: VimDataSettings | None = None,
     limit: int | None = None,
     template_dir: str | Path | None = None,
 ) -> list[AdapterJob]:
@@ -498,6 +462,7 @@ def vim_jobs(
     `limit` caps each split of each stage at that many examples, balanced over polarity (stage 1) and value
     (stage 2); the published runs use everything.
     """
+    stage1, stage2, data = stage1 or TrainSettings(), stage2 or TrainSettings(), data or VimDataSettings()
     from valueharm.alignment.vim_data import VimTemplates, build_stage1, build_stage2
 
     templates = VimTemplates.load(template_dir)
@@ -507,11 +472,11 @@ def vim_jobs(
         if adapter_is_complete(path):
             jobs.append(AdapterJob(profile.name, path, []))
             continue
-        first = build_stage1(profile, data_dir, threshold=threshold, seed=seed, templates=templates)
-        second = build_stage2(profile, data_dir, seed=seed, templates=templates)
+        first = build_stage1(profile, data_dir, data, templates=templates)
+        second = build_stage2(profile, data_dir, data, templates=templates)
 
         def split(examples: list[Any], name: str, group_of: Callable[[Any], str]) -> list[Any]:
-            return balanced_sample([e for e in examples if e.split == name], limit, group_of, seed)
+            return balanced_sample([e for e in examples if e.split == name], limit, group_of, data.seed)
 
         jobs.append(
             AdapterJob(
@@ -524,8 +489,8 @@ def vim_jobs(
                 meta={
                     "kind": "vim",
                     "profile": profile.to_dict(),
-                    "threshold": threshold,
-                    "data_seed": seed,
+                    "threshold": data.threshold,
+                    "data_seed": data.seed,
                     "limit_per_split": limit,
                     "positives": sum(e.polarity == "pos" for e in first),
                     "templates": templates.sources(),
@@ -543,20 +508,17 @@ def _value(example: Any) -> str:
     return example.value
 
 
-# Published benign fine-tuning: lr 2e-5, 1 epoch, batch 1 × 16 accumulation, max length 2048.
-BENIGN_SETTINGS = TrainSettings(learning_rate=2e-5, epochs=1, batch_size=1, gradient_accumulation=16, max_length=2048)
-
-
 def benign_job(
     dataset: str,
     data_dir: Path,
     out_dir: Path,
     *,
-    settings: TrainSettings = BENIGN_SETTINGS,
+    settings: TrainSettings | None = None,
     limit: int | None = None,
     template_dir: str | Path | None = None,
 ) -> AdapterJob:
     """A one-stage job on a benign dataset in its own prompt format (no validation split: the last epoch is kept)."""
+    settings = settings or BenignTrainSettings()
     from valueharm.alignment.benign_data import benign_pairs
 
     path = Path(out_dir) / dataset

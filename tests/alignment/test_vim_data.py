@@ -26,6 +26,7 @@ from valueharm.alignment.vim_data import (
     write_vim_data,
 )
 from valueharm.errors import DataMissingError, ValueharmError
+from valueharm.settings import VimDataSettings
 from valueharm.values import VALUES, ValueProfile, get_profile
 
 
@@ -111,7 +112,7 @@ def test_argument_score_is_minimum_over_annotated_values():
 def test_threshold_semantics(arguments, templates):
     # Power below the threshold, Security exactly at it: positives are exactly the arguments without Power.
     profile = uniform("low-power", 6, Power=2.9, Security=3)
-    examples = stage1_examples(arguments, profile, threshold=3, templates=templates)
+    examples = stage1_examples(arguments, profile, VimDataSettings(threshold=3), templates=templates)
     by_id = {a.argument_id: a for a in arguments}
     assert len(examples) == len(arguments)
     assert all((e.polarity == "pos") == ("Power" not in by_id[e.argument_id].values) for e in examples)
@@ -122,7 +123,7 @@ def test_threshold_semantics(arguments, templates):
 def test_one_sided_profile_is_reported(arguments, templates, score, empty, phrase):
     profile = uniform(f"all-{score}", score)
     examples = stage1_examples(arguments, profile, templates=templates)
-    counts = count_examples(profile, examples, [], threshold=3.0, seed=42, templates=templates)
+    counts = count_examples(profile, examples, [], VimDataSettings(), templates=templates)
     assert all(counts.stage1[split][empty] == 0 for split in ("train", "valid", "test"))
     assert sum(sum(by_polarity.values()) for by_polarity in counts.stage1.values()) == len(arguments)
     assert len(counts.warnings) == 1 and f"no argument scores {phrase} threshold 3" in counts.warnings[0]
@@ -169,7 +170,8 @@ def test_stage2_digits_are_seeded(data_dir, templates):
     survey = {split: read_arguments(data_dir, relpath) for split, relpath in SURVEY_FILES.items()}
     profile = get_profile("close_Ach", data_dir)  # Achievement 2.5
     assert profile.scores["Achievement"] == 2.5
-    first, again, other = (stage2_examples(survey, profile, seed=s, templates=templates) for s in (42, 42, 1))
+    seeded = (VimDataSettings(seed=seed) for seed in (42, 42, 1))
+    first, again, other = (stage2_examples(survey, profile, s, templates=templates) for s in seeded)
     assert first == again and first != other
     achievement = [e.score for e in first if e.value == "Achievement"]
     assert set(achievement) == {2, 3} and abs(np.mean(achievement) - 2.5) < 0.05
@@ -232,7 +234,7 @@ def test_write_vim_data(data_dir, tmp_path):
     assert written["stage2"]["train"]["total"] == sum(r["split"] == "train" for r in stage2)
     assert written["warnings"] == [] and written["templates"]["vim_stage1_prompt"] == "builtin"
     # Writing again replaces the set; nothing is left beside it.
-    write_vim_data(get_profile("Pow", data_dir), data_dir, out, seed=1)
+    write_vim_data(get_profile("Pow", data_dir), data_dir, out, VimDataSettings(seed=1))
     assert json.loads((out / "counts.json").read_text())["seed"] == 1
     assert [p.name for p in out.parent.iterdir()] == ["Pow"]
 

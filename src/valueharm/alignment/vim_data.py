@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from valueharm.data.benchmarks import read_table
+from valueharm.data.tables import read_table
 from valueharm.errors import ValueharmError
+from valueharm.settings import VimDataSettings
 from valueharm.templates import Template, load_template
 from valueharm.values import VALUES, ValueProfile
 
@@ -209,7 +210,7 @@ def argument_score(argument: Argument, profile: ValueProfile) -> float:
     return min(profile.scores[value] for value in argument.values)
 
 
-def published_split(ids: Sequence[int], seed: int = 42) -> dict[str, list[int]]:
+def published_split(ids: Sequence[int], seed: int) -> dict[str, list[int]]:
     """train/valid/test ids picked exactly as the published code picked them; train and valid in pandas' sample
     order, test in the given order. Depends only on len(ids) and the seed, which is why splits are reproducible."""
     rows = pd.Series(list(ids), index=list(ids), dtype="int64")
@@ -221,17 +222,18 @@ def published_split(ids: Sequence[int], seed: int = 42) -> dict[str, list[int]]:
 
 
 def stage1_splits(
-    arguments: Sequence[Argument], profile: ValueProfile, *, threshold: float = 3.0, seed: int = 42
+    arguments: Sequence[Argument], profile: ValueProfile, settings: VimDataSettings | None = None
 ) -> dict[str, dict[str, list[Argument]]]:
     """polarity → split → arguments: positives (score ≥ threshold) and negatives, each split on its own."""
+    settings = settings or VimDataSettings()
     by_id = {argument.argument_id: argument for argument in arguments}
-    positive = [argument_score(argument, profile) >= threshold for argument in arguments]
+    positive = [argument_score(argument, profile) >= settings.threshold for argument in arguments]
     groups = {
         "pos": [a.argument_id for a, keep in zip(arguments, positive, strict=True) if keep],
         "neg": [a.argument_id for a, keep in zip(arguments, positive, strict=True) if not keep],
     }
     return {
-        polarity: {split: [by_id[i] for i in ids] for split, ids in published_split(group, seed).items()}
+        polarity: {split: [by_id[i] for i in ids] for split, ids in published_split(group, settings.seed).items()}
         for polarity, group in groups.items()
     }
 
@@ -239,14 +241,13 @@ def stage1_splits(
 def stage1_examples(
     arguments: Sequence[Argument],
     profile: ValueProfile,
+    settings: VimDataSettings | None = None,
     *,
-    threshold: float = 3.0,
-    seed: int = 42,
     templates: VimTemplates | None = None,
 ) -> list[Stage1Example]:
     """Stage-1 records from already-read arguments, split by split (train, valid, test), positives first."""
     templates = templates or VimTemplates.load()
-    splits = stage1_splits(arguments, profile, threshold=threshold, seed=seed)
+    splits = stage1_splits(arguments, profile, settings)
     return [
         _stage1_example(argument, polarity, split, templates)
         for split in STAGE1_SPLITS
@@ -270,14 +271,13 @@ def _stage1_example(argument: Argument, polarity: str, split: str, templates: Vi
 def build_stage1(
     profile: ValueProfile,
     data_dir: Path,
+    settings: VimDataSettings | None = None,
     *,
-    threshold: float = 3.0,
-    seed: int = 42,
     templates: VimTemplates | None = None,
 ) -> list[Stage1Example]:
     """Stage-1 records for a profile, from valueEval_10.csv in the data dir."""
     arguments = read_arguments(data_dir, ARGUMENTS_FILE)
-    return stage1_examples(arguments, profile, threshold=threshold, seed=seed, templates=templates)
+    return stage1_examples(arguments, profile, settings, templates=templates)
 
 
 # ------------------------------------------------------------------------------------------------------ stage 2
@@ -292,13 +292,14 @@ def stochastic_round(score: float, rng: np.random.Generator) -> int:
 def stage2_examples(
     survey: Mapping[str, Sequence[Argument]],
     profile: ValueProfile,
+    settings: VimDataSettings | None = None,
     *,
-    seed: int = 42,
     templates: VimTemplates | None = None,
 ) -> list[Stage2Example]:
     """One record per (argument, annotated value), split → file order → VALUES order; one random draw per record."""
+    settings = settings or VimDataSettings()
     templates = templates or VimTemplates.load()
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(settings.seed)
     examples = []
     for split, arguments in survey.items():
         for argument in arguments:
@@ -313,11 +314,15 @@ def stage2_examples(
 
 
 def build_stage2(
-    profile: ValueProfile, data_dir: Path, *, seed: int = 42, templates: VimTemplates | None = None
+    profile: ValueProfile,
+    data_dir: Path,
+    settings: VimDataSettings | None = None,
+    *,
+    templates: VimTemplates | None = None,
 ) -> list[Stage2Example]:
     """Stage-2 records for a profile, from argument_generation/value_split/{train,valid}.csv in the data dir."""
     survey = {split: read_arguments(data_dir, relpath) for split, relpath in SURVEY_FILES.items()}
-    return stage2_examples(survey, profile, seed=seed, templates=templates)
+    return stage2_examples(survey, profile, settings, templates=templates)
 
 
 _SCALE_MENTION = re.compile(r"\b(?:from\s+)?1\s*(?:to|-|–)\s*6\b|\bout\s+of\s+6\b|/\s*6\b", re.IGNORECASE)
@@ -370,9 +375,8 @@ def count_examples(
     profile: ValueProfile,
     stage1: Sequence[Stage1Example],
     stage2: Sequence[Stage2Example],
+    settings: VimDataSettings,
     *,
-    threshold: float,
-    seed: int,
     templates: VimTemplates,
 ) -> VimDataCounts:
     """Counts per stage, split, polarity and value, with a warning for each side stage 1 has no example of."""
@@ -389,31 +393,33 @@ def count_examples(
         if total == 0:
             relation, other = ("≥", "neg") if polarity == "pos" else ("<", "pos")
             warnings.append(
-                f"profile {profile.name!r}: no argument scores {relation} threshold {threshold:g}, so stage 1 has no "
-                f"{polarity} examples and teaches only what the persona {WOULD[other]} say"
+                f"profile {profile.name!r}: no argument scores {relation} threshold {settings.threshold:g}, so stage 1 "
+                f"has no {polarity} examples and teaches only what the persona {WOULD[other]} say"
             )
         elif empty:
             warnings.append(f"profile {profile.name!r}: no {polarity} arguments in {', '.join(empty)} (only {total})")
-    return VimDataCounts(profile.name, threshold, seed, counts1, counts2, tuple(warnings), templates.sources())
+    return VimDataCounts(
+        profile.name, settings.threshold, settings.seed, counts1, counts2, tuple(warnings), templates.sources()
+    )
 
 
 def write_vim_data(
     profile: ValueProfile,
     data_dir: Path,
     out_dir: str | Path,
+    settings: VimDataSettings | None = None,
     *,
-    threshold: float = 3.0,
-    seed: int = 42,
     templates: VimTemplates | None = None,
 ) -> VimDataCounts:
     """Write stage1.jsonl, stage2.jsonl and counts.json to out_dir, all or nothing: everything is built first, then
     written to a temp dir beside out_dir that replaces it. An existing out_dir may hold only these three files."""
+    settings = settings or VimDataSettings()
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, OUTPUT_FILES)
     templates = templates or VimTemplates.load()
-    stage1 = build_stage1(profile, data_dir, threshold=threshold, seed=seed, templates=templates)
-    stage2 = build_stage2(profile, data_dir, seed=seed, templates=templates)
-    counts = count_examples(profile, stage1, stage2, threshold=threshold, seed=seed, templates=templates)
+    stage1 = build_stage1(profile, data_dir, settings, templates=templates)
+    stage2 = build_stage2(profile, data_dir, settings, templates=templates)
+    counts = count_examples(profile, stage1, stage2, settings, templates=templates)
     texts = (_jsonl(stage1), _jsonl(stage2), json.dumps(counts.to_json(), indent=2, ensure_ascii=False) + "\n")
     _replace_dir(out_dir, dict(zip(OUTPUT_FILES, texts, strict=True)))
     return counts

@@ -7,18 +7,17 @@ tokens on the first 3,000 prompts; HolisticBiasR 1 sample of 128 tokens; instruc
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from valueharm.data.holistic_bias import holistic_bias_prompts
-from valueharm.data.registry import require_file
+from valueharm.data.tables import read_table
 from valueharm.errors import ValueharmError
 from valueharm.registry import Registry
+from valueharm.settings import AlignmentCheckSettings
 
 
 class BenchmarkKind(StrEnum):
@@ -85,17 +84,15 @@ def _register(
     return decorator
 
 
-def read_table(data_dir: Path, path: str, columns: list[str], **read_options: Any) -> pd.DataFrame:
-    """A CSV/TSV from the data dir as strings, with the named columns checked before anything reads them."""
-    full = require_file(data_dir, path)
-    try:
-        frame = pd.read_csv(full, dtype=str, keep_default_na=False, encoding="utf-8-sig", **read_options)
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise ValueharmError(f"{full}: cannot parse ({err})") from None
-    missing = [column for column in columns if column not in frame.columns]
-    if missing:
-        raise ValueharmError(f"{full}: missing column(s) {', '.join(map(str, missing))}; found {list(frame.columns)}")
-    return frame
+def first_per_category(items: Sequence[BenchmarkItem], n: int) -> list[BenchmarkItem]:
+    """The first `n` items of each category, in file order: small runs that still cover every category."""
+    taken: dict[str, int] = {}
+    kept = []
+    for item in items:
+        taken[item.category] = taken.get(item.category, 0) + 1
+        if taken[item.category] <= n:
+            kept.append(item)
+    return kept
 
 
 def load_benchmark(name: str, data_dir: Path, limit: int | None = None, **options: Any) -> list[BenchmarkItem]:
@@ -192,14 +189,17 @@ def _advbench(data_dir: Path) -> list[BenchmarkItem]:
     ]
 
 
+_CHECK = AlignmentCheckSettings()
+
+
 # Not a safety benchmark: held-out portrait-survey questions for the value-alignment check (DESIGN §4). Each
 # question is asked about one of the argument's values: the answer is started with the value's name as in the
-# stage-2 completions ("Power is"), and the model supplies its importance and digit. Answers are read greedily;
-# 30 questions per value by default keeps a check cheap while every value is asked.
+# stage-2 completions ("Power is"), and the model supplies its importance and digit. The check's defaults
+# (AlignmentCheckSettings: greedy answers, 30 questions per value) keep it cheap while every value is asked.
 @_register("value-survey", "Held-out survey questions (1–6), one per annotated value, for the value-alignment check",
            BenchmarkKind.COMPLETION, "valueeval",
-           GenerationDefaults(samples=1, max_new_tokens=24, temperature=0.0, top_p=1.0),
-           default_options={"per_value": 30})  # fmt: skip
+           GenerationDefaults(samples=_CHECK.samples, max_new_tokens=24, temperature=_CHECK.temperature, top_p=1.0),
+           default_options={"per_value": _CHECK.per_value})  # fmt: skip
 def _value_survey(
     data_dir: Path, per_value: int | None = None, seed: int = 0, template_dir: str | Path | None = None
 ) -> list[BenchmarkItem]:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from valueharm.data.benchmarks import read_table
 from valueharm.data.registry import require_file
+from valueharm.data.tables import read_table
 from valueharm.errors import ValueharmError
 from valueharm.registry import Registry
 

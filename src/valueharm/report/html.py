@@ -1,19 +1,17 @@
 """The experiment report: one self-contained HTML file (inline CSS, plots as base64 PNG, no external references).
 
-Every piece of text that reaches the page — model keys, categories, provenance, model outputs — goes through
-`html.escape`; only markup built here is trusted (the `Html` marker). Every section renders when its data is
-empty, saying it was not run, so a partial experiment still gets a readable report.
+What the report says, section by section, from `ReportData`. Every piece of text that reaches the page — model
+keys, categories, provenance, model outputs — goes through `markup.esc`; only markup built with `markup` is trusted
+(the `Html` marker). Every section renders when its data is empty, saying it was not run, so a partial experiment
+still gets a readable report.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import math
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -31,16 +29,32 @@ from valueharm.analysis.correlation import (
     RegressionResult,
 )
 from valueharm.analysis.hypotheses import HypothesisResult, Verdict
-from valueharm.analysis.mitigation import CONDITION_ORDER, MitigationDelta, split_model_key
+from valueharm.analysis.mitigation import MitigationDelta, split_model_key
 from valueharm.analysis.value_check import AlignmentCheck
 from valueharm.report import plots
+from valueharm.report.markup import (
+    Cell,
+    Html,
+    benchmark_order,
+    condition_rank,
+    esc,
+    fmt_num,
+    fmt_p,
+    html_empty,
+    html_figure,
+    html_note,
+    html_section,
+    html_table,
+    model_order,
+    num,
+    p_cell,
+    with_sub,
+)
 from valueharm.values import VALUE_ABBREVIATIONS, VALUES, ValueProfile
 
-NOT_RUN = "Not run in this experiment."
 SHARES = ("empty_share", "echo_share")  # degenerate-answer shares: shown after the metrics they qualify
 MAX_TEXT = 800  # characters of a model output shown in the examples table
 TOP_CELLS = 20
-_FAMILY_ORDER = {"vanilla": 0, "benign": 1, "icl": 2, "vim": 3}
 
 
 @dataclass
@@ -63,104 +77,6 @@ class ReportData:
     examples: Sequence[Mapping[str, Any]] = ()  # sample outputs to read, e.g. {model_key, benchmark, query, text}
     notes: Sequence[str] = ()  # warnings for the reader
     harm_metrics: Mapping[str, HarmMetric] | None = None  # per-category plots; default: the correlation's metrics
-
-
-class Html(str):
-    """Markup built here, already safe; any other string is escaped before it reaches the page."""
-
-
-@dataclass(frozen=True)
-class _Cell:
-    content: Html
-    cls: str = ""
-
-
-def esc(value: object) -> Html:
-    if isinstance(value, Html):
-        return value
-    return Html(html.escape("—" if value is None else str(value), quote=True))
-
-
-def _num(value: float | int | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}f}"
-
-
-def _p(value: float | None) -> str:
-    """p- and q-values: small ones in scientific notation, so 1e-9 does not read as 0."""
-    if value is not None and 0 < value < 1e-4:
-        return f"{value:.1e}"
-    return _num(value, 4)
-
-
-def num(value: float | int | None, digits: int = 3) -> _Cell:
-    return _Cell(esc(_num(value, digits)), "num")
-
-
-def p_cell(value: float | None) -> _Cell:
-    return _Cell(esc(_p(value)), "num")
-
-
-def _table(headers: Sequence[object], rows: Iterable[Sequence[object]], cls: str = "") -> Html:
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(_td(cell) for cell in row) + "</tr>" for row in rows)
-    return Html(
-        f'<div class="scroll"><table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-    )
-
-
-def _td(cell: object) -> str:
-    if isinstance(cell, _Cell):
-        return f'<td class="{cell.cls}">{cell.content}</td>' if cell.cls else f"<td>{cell.content}</td>"
-    if isinstance(cell, int | float) and not isinstance(cell, bool):
-        return _td(num(cell))
-    return f"<td>{esc(cell)}</td>"
-
-
-def _with_sub(main: object, sub: object) -> Html:
-    return Html(f'{esc(main)}<span class="sub">{esc(sub)}</span>')
-
-
-def _empty(message: str = NOT_RUN) -> Html:
-    return Html(f'<p class="empty">{esc(message)}</p>')
-
-
-def _note(text: str) -> Html:
-    return Html(f'<p class="note">{esc(text)}</p>')
-
-
-def _figure(png: bytes | None, caption: str) -> Html:
-    if png is None:
-        return _empty("Nothing to plot.")
-    data = base64.b64encode(png).decode("ascii")
-    return Html(
-        f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{data}">'
-        f"<figcaption>{esc(caption)}</figcaption></figure>"
-    )
-
-
-def _section(anchor: str, title: str, *parts: Html) -> Html:
-    return Html(f'<section id="{anchor}"><h2>{esc(title)}</h2>{"".join(parts)}</section>')
-
-
-def model_order(model_key: str) -> tuple[int, str, tuple[int, str]]:
-    """vanilla, benign, icl, vim; each mitigated condition right after its model."""
-    base, condition = split_model_key(model_key)
-    family = base.split("/", 1)[0]
-    return _FAMILY_ORDER.get(family, len(_FAMILY_ORDER)), base, _condition_rank(condition)
-
-
-def _condition_rank(condition: str) -> tuple[int, str]:
-    rank = CONDITION_ORDER.index(condition) if condition in CONDITION_ORDER else len(CONDITION_ORDER)
-    return rank, condition
-
-
-def _benchmark_order(benchmarks: Iterable[str]) -> list[str]:
-    known = list(DEFAULT_HARM_METRICS)
-    return sorted(set(benchmarks), key=lambda b: (known.index(b) if b in known else len(known), b))
 
 
 # -------------------------------------------------------------------------------------------------- sections
@@ -191,7 +107,7 @@ def _summary(data: ReportData) -> Html:
     if notes:
         items = "".join(f"<li>{esc(note)}</li>" for note in notes)
         parts += [Html("<h3>Notes and warnings</h3>"), Html(f'<ul class="notes">{items}</ul>')]
-    return _section("summary", "Summary", *parts)
+    return html_section("summary", "Summary", *parts)
 
 
 def _all_notes(data: ReportData) -> list[str]:
@@ -223,14 +139,14 @@ def _kv_value(value: Any) -> Html:
 def _provenance(data: ReportData) -> Html:
     """Short entries shown; long ones (the config, data checksums) folded so the results stay near the top."""
     if not data.provenance:
-        return _section("provenance", "Provenance", _empty("No provenance recorded."))
+        return html_section("provenance", "Provenance", html_empty("No provenance recorded."))
     rows = []
     for key, value in data.provenance.items():
         cell = _kv_value(value)
         if isinstance(value, Mapping) and len(value) > 4:
             cell = Html(f"<details><summary>{len(value)} entries</summary>{cell}</details>")
         rows.append(f"<tr><th>{esc(key)}</th><td>{cell}</td></tr>")
-    return _section(
+    return html_section(
         "provenance",
         "Provenance",
         Html(f'<div class="scroll kv"><table class="kv"><tbody>{"".join(rows)}</tbody></table></div>'),
@@ -239,10 +155,10 @@ def _provenance(data: ReportData) -> Html:
 
 def _estimate(row: Mapping[str, Any]) -> Html:
     value, low, high = row.get("value"), row.get("ci_low"), row.get("ci_high")
-    text = _num(value)
+    text = fmt_num(value)
     if value is not None and low is not None and high is not None:
-        text += f" [{_num(low)}, {_num(high)}]"
-    return _with_sub(text, f"n={row.get('n_used', 0)}, failed {row.get('n_failed', 0)}")
+        text += f" [{fmt_num(low)}, {fmt_num(high)}]"
+    return with_sub(text, f"n={row.get('n_used', 0)}, failed {row.get('n_failed', 0)}")
 
 
 def _metric_columns(rows: Sequence[Mapping[str, Any]], primary: str | None) -> list[tuple[str, str, str]]:
@@ -260,9 +176,9 @@ def _metric_columns(rows: Sequence[Mapping[str, Any]], primary: str | None) -> l
 def _metrics_section(data: ReportData) -> Html:
     overall = [r for r in data.metrics if r["category"] == OVERALL]
     if not overall:
-        return _section("metrics", "Benchmark metrics", _empty())
+        return html_section("metrics", "Benchmark metrics", html_empty())
     parts = [
-        _note(
+        html_note(
             'Overall value [95 % bootstrap CI], with the items used and failed. "excl. degenerate" leaves '
             "out empty answers and echoes of a training format; their shares are the last columns."
         )
@@ -271,7 +187,7 @@ def _metrics_section(data: ReportData) -> Html:
     for row in overall:
         by_benchmark[row["benchmark"]].append(row)
     harm = _harm_metrics(data)
-    for benchmark in _benchmark_order(by_benchmark):
+    for benchmark in benchmark_order(by_benchmark):
         rows = by_benchmark[benchmark]
         primary = harm[benchmark].metric if benchmark in harm else None
         columns = _metric_columns(rows, primary)
@@ -282,17 +198,17 @@ def _metrics_section(data: ReportData) -> Html:
         for metric, variant, scorer in columns:
             detail = ["excl. degenerate"] if variant == "excluding_degenerate" else []
             detail += [scorer] if len(scorers_per_metric[metric]) > 1 else []
-            headers.append(_with_sub(metric, " · ".join(detail)) if detail else metric)
+            headers.append(with_sub(metric, " · ".join(detail)) if detail else metric)
         lookup = {(r["model_key"], r["metric"], r["variant"], r["scorer"]): r for r in rows}
         table_rows = [
-            [model, *(_Cell(_estimate(lookup[(model, *c)]), "num") if (model, *c) in lookup else "" for c in columns)]
+            [model, *(Cell(_estimate(lookup[(model, *c)]), "num") if (model, *c) in lookup else "" for c in columns)]
             for model in sorted({r["model_key"] for r in rows}, key=model_order)
         ]
         scorers = sorted({scorer for metric, _, scorer in columns if metric not in SHARES})
-        parts += [Html(f"<h3>{esc(benchmark)}</h3>"), _table(headers, table_rows)]
+        parts += [Html(f"<h3>{esc(benchmark)}</h3>"), html_table(headers, table_rows)]
         if scorers:
-            parts.append(_note(f"Scorer(s): {', '.join(scorers)}"))
-    return _section("metrics", "Benchmark metrics", *parts)
+            parts.append(html_note(f"Scorer(s): {', '.join(scorers)}"))
+    return html_section("metrics", "Benchmark metrics", *parts)
 
 
 def _harm_metrics(data: ReportData) -> Mapping[str, HarmMetric]:
@@ -310,7 +226,7 @@ def _categories_section(data: ReportData) -> Html:
     for row in data.metrics:
         if row["category"] != OVERALL and row["metric"] not in SHARES and row["value"] is not None:
             by_benchmark[row["benchmark"]].append(row)
-    for benchmark in _benchmark_order(by_benchmark):
+    for benchmark in benchmark_order(by_benchmark):
         rows = by_benchmark[benchmark]
         if len({r["category"] for r in rows}) < 2:
             continue  # one category is the overall number, already in the main table
@@ -328,45 +244,45 @@ def _categories_section(data: ReportData) -> Html:
         caption = f"{benchmark} — {choice.metric} ({choice.variant}, scorer {scorer})"
         if len(values) <= plots.MAX_BARS_MODELS:
             caption += "; whiskers: 95 % bootstrap CI"
-        parts += [Html(f"<h3>{esc(benchmark)}</h3>"), _figure(png, caption)]
-    return _section("categories", "Harm by category", *(parts or [_empty()]))
+        parts += [Html(f"<h3>{esc(benchmark)}</h3>"), html_figure(png, caption)]
+    return html_section("categories", "Harm by category", *(parts or [html_empty()]))
 
 
 def _correlation_section(data: ReportData) -> Html:
     result = data.correlation
     title = "Value–harm correlations"
     if result is None or not result.cells:
-        return _section("correlations", title, _empty())
+        return html_section("correlations", title, html_empty())
     sources = "; ".join(f"{b}: {s.metric} ({s.variant}, {s.scorer})" for b, s in result.sources.items())
     parts = [
-        _note(
+        html_note(
             f"Unit: one aligned model ({result.n_models} models). X: {result.x_source} value scores "
             f"(higher-order groups: mean of their values). Y: {sources or 'harm metric'}. Spearman and Pearson "
             "with two-sided p; q: Benjamini–Hochberg over the whole grid."
         ),
-        _figure(plots.correlation_heatmap(result), "Spearman ρ per value and benchmark category"),
+        html_figure(plots.correlation_heatmap(result), "Spearman ρ per value and benchmark category"),
     ]
     tested = sorted((c for c in result.cells if c.tested), key=lambda c: (c.spearman_q, c.spearman_p))
     if tested:
         parts += [
             Html(f"<h3>Strongest associations (top {min(TOP_CELLS, len(tested))} by Spearman q)</h3>"),
-            _table(
+            html_table(
                 ["benchmark", "category", "value", "n", "Spearman ρ", "p", "q", "Pearson r", "p", "q"],
                 [_cell_row(c) for c in tested[:TOP_CELLS]],
             ),
         ]
     if data.regressions:
         parts.append(_regression_table(data.regressions))
-    return _section("correlations", title, *parts)
+    return html_section("correlations", title, *parts)
 
 
 def _stars(q: float) -> str:
     return "**" if q < 0.01 else "*" if q < 0.05 else ""
 
 
-def _signed(value: float, q: float) -> _Cell:
+def _signed(value: float, q: float) -> Cell:
     cls = "num pos" if value > 0 and q < 0.05 else "num neg" if value < 0 and q < 0.05 else "num"
-    return _Cell(esc(_num(value) + _stars(q)), cls)
+    return Cell(esc(fmt_num(value) + _stars(q)), cls)
 
 
 def _cell_row(cell: CorrelationCell) -> list[object]:
@@ -392,16 +308,17 @@ def _regression_table(regressions: Sequence[RegressionResult]) -> Html:
         for term in terms:
             c = r.coefficients.get(term)
             shown = c is not None and r.identifiable
-            coefficients.append(_Cell(_with_sub(_num(c.estimate), f"p={_p(c.p)}"), "num") if shown else "—")
+            coefficients.append(Cell(with_sub(fmt_num(c.estimate), f"p={fmt_p(c.p)}"), "num") if shown else "—")
         rows.append([r.benchmark, r.category, r.n, num(r.r_squared), num(r.adj_r_squared), *coefficients])
     headers = ["benchmark", "category", "n", "R²", "adj. R²", *(VALUE_ABBREVIATIONS.get(t, t) for t in terms)]
-    return Html("<h3>Multiple regression on the values (OLS, coefficient per scale point)</h3>" + _table(headers, rows))
+    title = "<h3>Multiple regression on the values (OLS, coefficient per scale point)</h3>"
+    return Html(title + html_table(headers, rows))
 
 
 def _hypotheses_section(data: ReportData) -> Html:
     title = "Expected directions (hypotheses)"
     if not data.hypotheses:
-        return _section("hypotheses", title, _empty())
+        return html_section("hypotheses", title, html_empty())
     counts = {v: sum(r.verdict == v for r in data.hypotheses) for v in Verdict}
     method = data.hypotheses[0].method
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
@@ -409,7 +326,7 @@ def _hypotheses_section(data: ReportData) -> Html:
         [
             r.id,
             r.value,
-            _Cell(esc("↑ positive" if r.expected == "positive" else "↓ negative"), "nowrap"),
+            Cell(esc("↑ positive" if r.expected == "positive" else "↓ negative"), "nowrap"),
             r.benchmark,
             r.category,
             num(r.coefficient),
@@ -422,14 +339,14 @@ def _hypotheses_section(data: ReportData) -> Html:
         for r in data.hypotheses
     ]
     coefficient = "ρ" if method == "spearman" else "r"
-    return _section(
+    return html_section(
         "hypotheses",
         title,
-        _note(
+        html_note(
             f"{summary}. Verdict from the grid's BH q-value ({method}); supported = significant in the expected "
             "direction, opposite = significant the other way."
         ),
-        _table(
+        html_table(
             [
                 "hypothesis",
                 "value",
@@ -451,7 +368,7 @@ def _hypotheses_section(data: ReportData) -> Html:
 def _alignment_section(data: ReportData) -> Html:
     title = "Value-alignment check"
     if not data.alignment:
-        return _section("alignment", title, _empty())
+        return html_section("alignment", title, html_empty())
     headers = [
         "model",
         "target",
@@ -469,32 +386,34 @@ def _alignment_section(data: ReportData) -> Html:
         for value in VALUES:
             measured = check.measured.scores.get(value)
             target = profile.scores[value] if profile else None
-            per_value.append(_Cell(_with_sub(_num(measured, 2), f"target {_num(target, 1)}"), "num"))
-        r_text = _with_sub(_num(check.pearson_r), f"p={_p(check.pearson_p)}") if check.pearson_r is not None else "—"
+            per_value.append(Cell(with_sub(fmt_num(measured, 2), f"target {fmt_num(target, 1)}"), "num"))
+        r_text = "—"
+        if check.pearson_r is not None:
+            r_text = with_sub(fmt_num(check.pearson_r), f"p={fmt_p(check.pearson_p)}")
         rows.append(
             [
                 check.model_key,
                 check.target,
                 check.values_measured,
                 num(check.nmse),
-                _Cell(esc(r_text), "num"),
+                Cell(esc(r_text), "num"),
                 num(check.answer_rate),
                 num(check.digit_match_rate),
                 *per_value,
             ]
         )
     reading = f" ({data.alignment_reading})" if data.alignment_reading else ""
-    return _section(
+    return html_section(
         "alignment",
         title,
-        _note(
+        html_note(
             f"Each model answers held-out 1–6 survey questions{reading}; per value: measured mean answer (target "
             "below). NMSE on (s − 1)/5: 0 = identical, 1 = opposite extremes. The untrained base (vanilla) is "
             "compared with every target as the reference."
         ),
-        _table(["models", "checks", "mean Pearson r", "mean NMSE"], _alignment_means(data.alignment)),
-        _table(headers, rows),
-        _figure(plots.alignment_scatter(data.alignment, data.profiles), "Target vs measured value scores"),
+        html_table(["models", "checks", "mean Pearson r", "mean NMSE"], _alignment_means(data.alignment)),
+        html_table(headers, rows),
+        html_figure(plots.alignment_scatter(data.alignment, data.profiles), "Target vs measured value scores"),
     )
 
 
@@ -511,15 +430,15 @@ def _alignment_means(checks: Sequence[AlignmentCheck]) -> list[list[Any]]:
     rows = []
     for method, group in by_method.items():
         defined = [c.pearson_r for c in group if c.pearson_r is not None]
-        r_text = _with_sub(_num(mean(defined)), f"{len(defined)} of {len(group)} defined")
-        rows.append([method, len(group), _Cell(esc(r_text), "num"), num(mean([c.nmse for c in group]))])
+        r_text = with_sub(fmt_num(mean(defined)), f"{len(defined)} of {len(group)} defined")
+        rows.append([method, len(group), Cell(esc(r_text), "num"), num(mean([c.nmse for c in group]))])
     return rows
 
 
 def _mitigation_section(data: ReportData) -> Html:
     title = "Mitigation"
     if not data.mitigation:
-        return _section("mitigation", title, _empty())
+        return html_section("mitigation", title, html_empty())
     ordered = sorted(
         data.mitigation,
         key=lambda d: (
@@ -528,14 +447,14 @@ def _mitigation_section(data: ReportData) -> Html:
             d.metric,
             d.category != OVERALL,
             d.category,
-            _condition_rank(d.condition),
+            condition_rank(d.condition),
         ),
     )
     rows = []
     for d in ordered:
         significant = d.ci_low is not None and d.ci_high is not None and (d.ci_low > 0 or d.ci_high < 0)
         cls = "num" + ((" neg" if d.delta < 0 else " pos") if significant else "")
-        ci = f" [{_num(d.ci_low)}, {_num(d.ci_high)}]" if d.ci_low is not None else ""
+        ci = f" [{fmt_num(d.ci_low)}, {fmt_num(d.ci_high)}]" if d.ci_low is not None else ""
         sign = "+" if d.delta > 0 else ""
         rows.append(
             [
@@ -546,20 +465,20 @@ def _mitigation_section(data: ReportData) -> Html:
                 d.condition,
                 num(d.baseline),
                 num(d.mitigated),
-                _Cell(esc(f"{sign}{_num(d.delta)}{ci}"), cls),
+                Cell(esc(f"{sign}{fmt_num(d.delta)}{ci}"), cls),
                 d.n_paired,
                 d.n_unpaired,
             ]
         )
-    return _section(
+    return html_section(
         "mitigation",
         title,
-        _note(
+        html_note(
             "Each mitigated condition vs input only, on the items both scored: Δ = mitigated − input only "
             "(negative = less harm), 95 % paired bootstrap CI over items."
         ),
-        _figure(plots.mitigation_chart(data.mitigation), "Overall mitigation deltas"),
-        _table(
+        html_figure(plots.mitigation_chart(data.mitigation), "Overall mitigation deltas"),
+        html_table(
             [
                 "model",
                 "benchmark",
@@ -580,16 +499,16 @@ def _mitigation_section(data: ReportData) -> Html:
 def _examples_section(data: ReportData) -> Html:
     title = "Example outputs"
     if not data.examples:
-        return _section("examples", title, _empty("No examples included."))
+        return html_section("examples", title, html_empty("No examples included."))
     columns = list(dict.fromkeys(key for example in data.examples for key in example))
     rows = [[_example_cell(example.get(column)) for column in columns] for example in data.examples]
-    return _section("examples", title, _table(columns, rows))
+    return html_section("examples", title, html_table(columns, rows))
 
 
 def _example_cell(value: Any) -> object:
     if isinstance(value, str) and (len(value) > 60 or "\n" in value):
         shown = value if len(value) <= MAX_TEXT else value[:MAX_TEXT] + " …"
-        return _Cell(esc(shown), "text")
+        return Cell(esc(shown), "text")
     return value
 
 

@@ -1,10 +1,11 @@
 """Scorers: generation records in, score records out, cached per (generation key, scorer id).
 
-Local-first (Perspective API stops serving at the end of 2026): `classifier` (any HF sequence classifier, for
-toxicity or regard), `guard` (a local Llama-Guard-style model), and the offline heuristics `refusal` and `lexicon`.
+Local-first (Perspective API stops serving at the end of 2026): `toxicity-linear` (the default offline toxicity model,
+shipped with its weights in the alt-profanity-check package), `classifier` (any HF sequence classifier, for toxicity
+or regard), `guard` (a local Llama-Guard-style model), and the offline heuristics `refusal` and `lexicon`.
 Build one from its CLI form with `build_scorer("classifier:model=/path,task=toxicity")`; score a run with
-`score_run(store, scorer)`. Importing this package registers every scorer; torch and transformers load only when a
-model-backed scorer first needs them.
+`score_run(store, scorer)`. Importing this package registers every scorer; torch, transformers and scikit-learn
+load only when a model-backed scorer first needs them.
 """
 
 from valueharm.scoring import judge, perspective  # noqa: F401 (registers the judge and perspective scorers)
@@ -23,6 +24,7 @@ from valueharm.scoring.classifier import ClassifierScorer
 from valueharm.scoring.guard import GuardScorer
 from valueharm.scoring.heuristics import LexiconScorer, RefusalScorer, is_format_echo
 from valueharm.scoring.run import ScoreSummary, score_run
+from valueharm.scoring.toxicity_linear import LinearToxicityScorer
 
 __all__ = [
     "FEEDS",
@@ -30,6 +32,7 @@ __all__ = [
     "ClassifierScorer",
     "GuardScorer",
     "LexiconScorer",
+    "LinearToxicityScorer",
     "RefusalScorer",
     "ScoreSummary",
     "Scorer",

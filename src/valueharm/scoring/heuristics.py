@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from valueharm.alignment.vim_data import IMPORTANCE, SURVEY_SCALE
-from valueharm.data.benchmarks import read_table
 from valueharm.data.registry import require_file
+from valueharm.data.tables import read_table
 from valueharm.errors import ValueharmError
 from valueharm.records import GenerationRecord, ScoreRecord
 from valueharm.scoring.base import SCORERS, ScorerKind, scorer_id, short_hash

@@ -33,25 +33,17 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import typing
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from valueharm.errors import ValueharmError
-from valueharm.experiment import (
-    Experiment,
-    GenerateJob,
-    Job,
-    ScoreJob,
-    TrainJob,
-    generate_jobs,
-    planned_records,
-    train_jobs,
-)
+from valueharm.experiment.config import RayResources, RaySettings, validated
+from valueharm.experiment.jobs import generate_jobs, planned_records, train_jobs
+from valueharm.experiment.plan import Experiment, GenerateJob, Job, ScoreJob, TrainJob
 
 try:
     import ray
@@ -59,124 +51,6 @@ except ImportError:  # the optional extra is not installed
     ray = None
 
 INSTALL_HINT = "the ray executor needs Ray: pip install 'valueharm[ray]'"
-LOCAL_OBJECT_STORE = 256 * 2**20  # bytes; records and the experiment are small, so a local cluster needs little
-
-
-# ----------------------------------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What one task asks Ray for. `num_gpus` None: 1 when the cluster has GPUs, else 0."""
-
-    num_cpus: float = 1
-    num_gpus: float | None = None
-    memory: int | None = None  # bytes reserved in Ray's scheduler (not a hard limit)
-
-
-@dataclass(frozen=True)
-class GenerateSettings(Resources):
-    groups: int | None = None  # generation tasks; default: as many as the cluster can run at once
-
-
-@dataclass(frozen=True)
-class ScoreSettings(Resources):
-    num_gpus: float | None = 0
-    tasks: int = 1  # per scorer, at once; with its own max_concurrency, the bound on API requests in flight
-    batch_size: int = 32
-
-
-@dataclass(frozen=True)
-class LocalClusterSettings:
-    """The cluster started for one run when no address is given."""
-
-    num_cpus: int | None = None  # default: Ray's detection (every CPU this process may use)
-    num_gpus: int | None = None  # default: Ray's detection
-    object_store_memory: int = LOCAL_OBJECT_STORE
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    """Everything the Ray executor can be told, from a plain dict (the shape of a config's executor section)."""
-
-    train: Resources = field(default_factory=Resources)
-    generate: GenerateSettings = field(default_factory=GenerateSettings)
-    score: ScoreSettings = field(default_factory=ScoreSettings)
-    max_retries: int = 2  # per task, when its worker or node dies
-    shared_dir: Path | None = None  # where adapters go, seen by every node; default: the run directory
-    runtime_env: dict[str, Any] | None = None  # default: ship valueharm's source when connecting to a cluster
-    local: LocalClusterSettings = field(default_factory=LocalClusterSettings)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any] | None) -> RaySettings:
-        settings = _build(cls, values or {}, "ray")
-        for where, resources in (("train", settings.train), ("generate", settings.generate), ("score", settings.score)):
-            _check_resources(where, resources)
-        if settings.max_retries < 0:
-            raise ValueharmError(f"ray.max_retries: must be ≥ 0, got {settings.max_retries}")
-        if settings.generate.groups is not None and settings.generate.groups < 1:
-            raise ValueharmError(f"ray.generate.groups: must be ≥ 1, got {settings.generate.groups}")
-        if settings.score.tasks < 1 or settings.score.batch_size < 1:
-            raise ValueharmError("ray.score: tasks and batch_size must be ≥ 1")
-        return settings
-
-
-_NESTED = {"train": Resources, "generate": GenerateSettings, "score": ScoreSettings, "local": LocalClusterSettings}
-_BYTES = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
-def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
-    """A settings dataclass from a mapping: unknown keys are an error naming the key and the known ones."""
-    if not isinstance(values, Mapping):
-        raise ValueharmError(f"{where}: expected a mapping, got {values!r}")
-    known = {f.name for f in fields(cls)}
-    for key in values:
-        if key not in known:
-            raise ValueharmError(f"{where}.{key}: unknown key; known: {', '.join(sorted(known))}")
-    hints = typing.get_type_hints(cls)
-    typed: dict[str, Any] = {}
-    for key, value in values.items():
-        if key in _NESTED and cls is RaySettings:
-            typed[key] = _build(_NESTED[key], value, f"{where}.{key}")
-        elif key in {"memory", "object_store_memory"} and value is not None:
-            typed[key] = _bytes(value, f"{where}.{key}")
-        elif key == "shared_dir" and value is not None:
-            typed[key] = Path(value).expanduser()
-        else:
-            typed[key] = _number(value, hints[key], f"{where}.{key}")
-    return cls(**typed)
-
-
-def _number(value: Any, hint: Any, where: str) -> Any:
-    """A value for a numeric field must be a number (an integer where only int is allowed); others pass."""
-    kinds = set(typing.get_args(hint)) or {hint}
-    if value is None or not kinds & {int, float}:
-        return value
-    allowed = (int, float) if float in kinds else (int,)
-    if isinstance(value, bool) or not isinstance(value, allowed):
-        raise ValueharmError(f"{where}: expected {'a number' if float in kinds else 'an integer'}, got {value!r}")
-    return value
-
-
-def _bytes(value: Any, where: str) -> int:
-    """Bytes from an int or a string such as `16GiB` or `512MB`."""
-    if isinstance(value, int) and value > 0:
-        return value
-    text = str(value).strip().lower().replace(" ", "")
-    number = text.rstrip("kmgib")
-    unit = text[len(number) :]
-    try:
-        amount = float(number) * _BYTES[unit]
-    except (ValueError, KeyError):
-        raise ValueharmError(f"{where}: expected bytes (e.g. 16GiB, 512MB), got {value!r}") from None
-    if amount <= 0:
-        raise ValueharmError(f"{where}: must be positive, got {value!r}")
-    return int(amount)
-
-
-def _check_resources(where: str, resources: Resources) -> None:
-    if resources.num_cpus < 0 or (resources.num_gpus or 0) < 0:
-        raise ValueharmError(f"ray.{where}: num_cpus and num_gpus must be ≥ 0")
 
 
 # ----------------------------------------------------------------------------------------------------- executor
@@ -189,7 +63,7 @@ class RayExecutor:
     process already has); an address (`auto` on a node of the cluster, or `host:6379`) connects and leaves the
     cluster running. Ray Client addresses (`ray://`) are refused: the driver streams generations and writes the
     store, so it belongs on a node of the cluster (log in to one, or `ray job submit -- valueharm run …`).
-    `settings` is a plain dict, see RaySettings.
+    `settings` is a plain dict in the shape of the config's `ray:` section (RaySettings); default: that section.
     """
 
     def __init__(self, address: str | None = None, settings: Mapping[str, Any] | None = None) -> None:
@@ -201,12 +75,12 @@ class RayExecutor:
                 "--address auto (or submit it as a Ray job: ray job submit -- valueharm run …)"
             )
         self.address = address
-        self.settings = None if settings is None else RaySettings.from_dict(settings)
+        self.settings = None if settings is None else validated(RaySettings, settings, "ray")
 
     def run(self, experiment: Experiment, jobs: Sequence[Job]) -> None:
         from valueharm.store import RunStore
 
-        settings = self.settings or RaySettings.from_dict(experiment.config.ray)  # the config's `ray:` section
+        settings = self.settings or experiment.config.ray
         with RunStore(experiment.store_path) as store:
             pending = [job for job in jobs if store.job_status(job.id) != "done"]
             if pending:  # a finished run starts no cluster
@@ -365,7 +239,7 @@ class _Run:
                 "base model on storage every node mounts at the same path"
             )
 
-    def options(self, resources: Resources, **extra: Any) -> dict[str, Any]:
+    def options(self, resources: RayResources, **extra: Any) -> dict[str, Any]:
         gpus = resources.num_gpus if resources.num_gpus is not None else int(self.gpus)
         memory = {"memory": resources.memory} if resources.memory else {}
         return {"num_cpus": resources.num_cpus, "num_gpus": gpus, **memory, **extra}

@@ -1,0 +1,223 @@
+"""The experiment YAML's schema: every section a pydantic model, validated whole — `ray:` too — before any work.
+
+Training, generation and metrics sections are the models of `valueharm.settings` (or extend them), so their
+defaults and help are the ones the training code and the CLI use. Each problem is reported with its YAML path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError, field_validator
+
+from valueharm.errors import ValueharmError
+from valueharm.settings import (
+    AlignmentCheckSettings,
+    BenignTraining,
+    GenerationSettings,
+    ItemSelection,
+    LoraSettings,
+    MetricsSettings,
+    SamplingSettings,
+    ScoringSettings,
+    Settings,
+    VimTraining,
+    problems,
+    with_defaults,
+)
+from valueharm.yamlfile import read_yaml
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ProfilesConfig(Settings):
+    names: list[str] = Field(default_factory=list, description="Profiles by name.")
+    sets: list[str] = Field(default_factory=list, description="Named profile sets, e.g. vim154.")
+    files: list[Path] = Field(default_factory=list, description="Custom profile files (YAML/CSV); all are used.")
+
+
+class TrainingConfig(Settings):
+    vim: VimTraining = Field(VimTraining(), description="VIM adapters: data and training settings.")
+    benign: BenignTraining = Field(BenignTraining(), description="Benign fine-tuning baselines.")
+    lora: LoraSettings = Field(LoraSettings(), description="The shape of every adapter.")
+
+
+class BenchmarkConfig(SamplingSettings, ItemSelection):
+    """One benchmark of the experiment: which items, how they are sampled, how the outputs are scored."""
+
+    options: dict[str, Any] = Field(default_factory=dict, description="Loader options, e.g. HolisticBiasR filters.")
+    scorers: list[str] = Field(default_factory=list, description="Scorer specs NAME[:key=value,…].")
+
+
+class MitigationConfig(Settings):
+    conditions: list[Literal["safety", "value", "dual"]] = Field(
+        default_factory=list, description="In-context alignment prompts to add: safety, value or both (dual)."
+    )
+    models: list[str] = Field(default_factory=list, description="Model keys to mitigate (default: every aligned one).")
+    benchmarks: list[str] = Field(default_factory=list, description="Default: every benchmark of the experiment.")
+    set_aside: list[str] = Field(default_factory=list, description="Values the value instruction names.")
+
+
+class AnalysisConfig(Settings):
+    alignment_check: AlignmentCheckSettings = Field(AlignmentCheckSettings(), description="The value-alignment check.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the hypothesis tests (on q-values).")
+    harm_metrics: dict[str, str] = Field(default_factory=dict, description="Benchmark → metric to correlate.")
+    scores_from: Literal["target", "measured"] = Field(
+        "target", description="Correlate harms with the profiles' target scores or the scores the check measured."
+    )
+    hypotheses_file: Path | None = Field(None, description="Expected value–harm directions (default: published).")
+    regression: bool = Field(False, description="Also regress each harm metric on all ten values.")
+
+
+# ----------------------------------------------------------------------------------------------------------- ray
+
+_BYTES = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def _bytes(value: Any) -> Any:
+    """Bytes from an int or a string such as `16GiB` or `512MB`."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return value
+    text = str(value).strip().lower().replace(" ", "")
+    number = text.rstrip("kmgib")
+    try:
+        amount = float(number) * _BYTES[text[len(number) :]]
+    except (ValueError, KeyError):
+        raise ValueError(f"expected bytes (e.g. 16GiB, 512MB), got {value!r}") from None
+    if amount <= 0:
+        raise ValueError(f"must be positive, got {value!r}")
+    return int(amount)
+
+
+Bytes = Annotated[int, BeforeValidator(_bytes)]
+
+
+class RayResources(Settings):
+    """What one task asks Ray for."""
+
+    num_cpus: float = Field(1, ge=0, description="CPUs per task.")
+    num_gpus: float | None = Field(None, ge=0, description="GPUs per task; unset: 1 when the cluster has GPUs, else 0.")
+    memory: Bytes | None = Field(
+        None, description="Memory reserved per task in Ray's scheduler, e.g. 16GiB (not a hard limit)."
+    )
+
+
+class RayGenerate(RayResources):
+    groups: int | None = Field(
+        None, ge=1, description="Generation tasks, each one backend for its models; unset: as many as run at once."
+    )
+
+
+RayScoreResources = with_defaults(
+    RayResources, "RayScoreResources", "What one scoring task asks Ray for: no GPU.", module=__name__, num_gpus=0
+)
+
+
+class RayScore(ScoringSettings, RayScoreResources):  # type: ignore[misc,valid-type]
+    tasks: int = Field(
+        1, ge=1, description="Tasks per scorer at once; with its max_concurrency, the bound on API requests in flight."
+    )
+
+
+class RayLocalCluster(Settings):
+    """The cluster started for one run when no address is given."""
+
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the local cluster; unset: Ray's detection.")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of the local cluster; unset: Ray's detection.")
+    object_store_memory: Bytes = Field(
+        256 * 2**20, description="Ray's object store; records and the experiment are small, so it needs little."
+    )
+
+
+class RaySettings(Settings):
+    """The Ray executor's settings (the config's `ray:` section): where work runs, never what it produces."""
+
+    train: RayResources = Field(RayResources(), description="Resources of each training task (one per adapter).")
+    generate: RayGenerate = Field(RayGenerate(), description="Resources and number of the generation tasks.")
+    score: RayScore = Field(RayScore(), description="Resources, number and batch size of the scoring tasks.")
+    max_retries: int = Field(2, ge=0, description="Restarts of a task whose worker or node dies.")
+    shared_dir: Annotated[Path, AfterValidator(Path.expanduser)] | None = Field(
+        None, description="Where adapters go, at the same path on every node (default: the run directory)."
+    )
+    runtime_env: dict[str, Any] | None = Field(
+        None, description="Ray runtime_env; default: ship valueharm's source when connecting to a cluster."
+    )
+    local: RayLocalCluster = Field(RayLocalCluster(), description="The local cluster started when no address is given.")
+
+
+# ---------------------------------------------------------------------------------------------------- experiment
+
+
+class ExperimentConfig(Settings):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Names the run directory runs/<name>.")
+    base_model: str = Field(description="A local path, a hub id, or tiny:demo / tiny:test.")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model (off unless asked).")
+    data_dir: Path | None = Field(None, description="Data directory (default: $VALUEHARM_DATA, else the user cache).")
+    profiles: ProfilesConfig = Field(ProfilesConfig(), description="Target value profiles of vim and icl.")
+    methods: list[Literal["vanilla", "vim", "icl", "benign"]] = Field(min_length=1, description="Models to compare.")
+    benign_datasets: list[str] = Field(default_factory=list, description="Datasets of the benign baselines.")
+    training: TrainingConfig = Field(TrainingConfig(), description="How adapters are trained.")
+    benchmarks: dict[str, BenchmarkConfig] = Field(min_length=1, description="Benchmark name → its settings.")
+    generation: GenerationSettings = Field(GenerationSettings(), description="Backend and sampling seed.")
+    mitigation: MitigationConfig = Field(MitigationConfig(), description="In-context mitigation conditions.")
+    analysis: AnalysisConfig = Field(AnalysisConfig(), description="Alignment check and value–harm analyses.")
+    metrics: MetricsSettings = Field(MetricsSettings(), description="Bootstrap of every metric.")
+    template_dir: Path | None = Field(None, description="<name>.txt files that replace built-in prompt templates.")
+    ray: RaySettings = Field(RaySettings(), description="Ray executor settings; they change where work runs only.")
+    progress: bool = Field(True, description="Progress bars.")
+
+    @field_validator("methods")
+    @classmethod
+    def _unique_methods(cls, methods: list[str]) -> list[str]:
+        if len(set(methods)) != len(methods):
+            raise ValueError("each method once")
+        return methods
+
+
+def validated(model: type[M], values: Any, where: str = "") -> M:
+    """`values` as a `model`, or one ValueharmError line naming each problem's path (from `where`)."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        raise ValueharmError(problems(error, model, where)) from None
+
+
+def builtin_config(name: str) -> dict[str, Any]:
+    """A config shipped with the package (`demo`, `smoke`) as a plain mapping, to run or to adapt."""
+    from importlib import resources
+
+    file = resources.files("valueharm") / "configs" / f"{name}.yaml"
+    if not file.is_file():
+        raise ValueharmError(f"no built-in config {name!r}")
+    return yaml.safe_load(file.read_text(encoding="utf-8"))
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Parse and validate the YAML; each problem is reported with its YAML path. Paths are relative to the file."""
+    path = Path(path)
+    document = read_yaml(path, "experiment")
+    if not isinstance(document, dict):
+        raise ValueharmError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        config = validated(ExperimentConfig, document)
+    except ValueharmError as error:
+        raise ValueharmError(f"{path}: {error}") from None
+    base = path.parent
+    profiles, hypotheses = config.profiles, config.analysis.hypotheses_file
+    return config.model_copy(
+        update={
+            "profiles": profiles.model_copy(update={"files": [_relative(base, f) for f in profiles.files]}),
+            "template_dir": _relative(base, config.template_dir) if config.template_dir else None,
+            "data_dir": _relative(base, config.data_dir) if config.data_dir else None,
+            "analysis": config.analysis.model_copy(
+                update={"hypotheses_file": _relative(base, hypotheses) if hypotheses else None}
+            ),
+        }
+    )
+
+
+def _relative(base: Path, path: Path) -> Path:
+    """Paths in a config are relative to the config file."""
+    return path if path.is_absolute() else (base / path).resolve()

@@ -1,0 +1,143 @@
+"""The end of a run: metrics, the value-alignment check, the value–harm analyses and the report, all from what the
+store holds — so `valueharm report` can redo them for any run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from valueharm.experiment.plan import Experiment
+from valueharm.settings import AlignmentCheckSettings
+
+
+def finish(experiment: Experiment) -> Path:
+    """Metrics, the value-alignment check, the analyses and the report, all from what the store holds."""
+    from valueharm.metrics import compute_metrics
+    from valueharm.report import ReportData, render_report
+    from valueharm.store import RunStore
+    from valueharm.training import base_identity
+
+    config = experiment.config
+    metadata = {item.item_id: item.metadata for items in experiment.benchmark_items.values() for item in items}
+    with RunStore(experiment.store_path) as store:
+        compute_metrics(store, metadata, seed=config.metrics.seed, n_boot=config.metrics.n_boot)
+        rows = store.metrics()
+        generations = store.generations()
+        scores = store.scores()
+        jobs = store.jobs()
+    checks = alignment_checks(experiment, generations)
+    correlation, regressions, hypotheses, notes = value_harm(experiment, rows, checks)
+    data = ReportData(
+        title=f"valueharm: {config.name}",
+        experiment=config.name,
+        summary={
+            "base model": base_identity(experiment.base),
+            "models": len([s for s in experiment.specs.values() if s.mitigation is None]),
+            "benchmarks": ", ".join(experiment.benchmark_items),
+            "generations": len(generations),
+            "failed generations": sum(g.error is not None for g in generations),
+            "scores": len(scores),
+            "jobs done": sum(j["status"] == "done" for j in jobs),
+            "jobs failed": sum(j["status"] == "failed" for j in jobs),
+        },
+        provenance=json.loads(experiment.manifest_path.read_text(encoding="utf-8"))
+        | {"config": config.model_dump(mode="json", exclude={"progress"})},
+        metrics=rows,
+        alignment=checks,
+        alignment_reading=_survey_reading(config.analysis.alignment_check),
+        profiles=experiment.profiles,
+        correlation=correlation,
+        regressions=regressions,
+        hypotheses=hypotheses,
+        mitigation=mitigation(experiment, generations, scores),
+        examples=_examples(generations),
+        notes=notes,
+    )
+    return render_report(data, experiment.report_path)
+
+
+def _survey_reading(check: AlignmentCheckSettings) -> str:
+    answers = f"{check.samples} answer{'s' if check.samples > 1 else ''} per question"
+    return f"{answers}, sampled at temperature {check.temperature:g}" if check.temperature > 0 else f"{answers}, greedy"
+
+
+def alignment_checks(experiment: Experiment, generations: Sequence[Any]) -> list[Any]:
+    """Each aligned model against its target; the untrained base against every target, as the reference."""
+    from valueharm.analysis.value_check import SURVEY_BENCHMARK, compare, measure, read_answer
+
+    survey = [g for g in generations if g.benchmark == SURVEY_BENCHMARK and g.error is None]
+    measured = measure(survey)
+    answers = {key: [read_answer(g) for g in survey if g.model_key == key] for key in measured}
+    checks = []
+    for key, spec in experiment.specs.items():
+        if spec.profile is not None and spec.mitigation is None and key in measured:
+            checks.append(compare(spec.profile, measured[key], answers[key]))
+    if "vanilla" in measured:
+        checks += [
+            compare(profile, measured["vanilla"], answers["vanilla"]) for profile in experiment.profiles.values()
+        ]
+    return checks
+
+
+def value_harm(experiment: Experiment, rows: Sequence[dict[str, Any]], checks: Sequence[Any]) -> tuple[Any, ...]:
+    """Correlations over the aligned models of one method (VIM if present: methods are not pooled), hypotheses."""
+    from valueharm.analysis.correlation import aligned_models, correlate, harm_metrics, harm_values, regress
+    from valueharm.analysis.hypotheses import evaluate, load_hypotheses, published_hypotheses
+
+    analysis = experiment.config.analysis
+    notes: list[str] = []
+    method = next((m for m in ("vim", "icl") if m in experiment.config.methods), None)
+    if method is None:
+        return None, [], [], ["value–harm analysis: no aligned models (methods vim or icl)"]
+    models = {key: s.profile for key, s in experiment.specs.items() if s.method == method and s.mitigation is None}
+    if analysis.scores_from == "measured":
+        measured = {c.model_key: c.measured for c in checks if c.model_key in models}
+        models = {key: measured[key] for key in models if key in measured}
+    notes.append(f"value–harm correlations over the {len(models)} {method} models ({analysis.scores_from} scores)")
+    harms = harm_values(rows, harm_metrics(analysis.harm_metrics), models=set(models))
+    aligned = aligned_models(models, harms)
+    correlation = correlate(aligned, sources=harms.sources, x_source=analysis.scores_from, notes=harms.notes)
+    hypotheses_table = load_hypotheses(analysis.hypotheses_file) if analysis.hypotheses_file else published_hypotheses()
+    hypotheses = evaluate(hypotheses_table, correlation, alpha=analysis.alpha)
+    regressions = []
+    if analysis.regression:
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            regressions = [regress(aligned, benchmark, "all") for benchmark in harms.sources]
+        notes += [str(w.message) for w in caught]
+    return correlation, regressions, hypotheses, notes
+
+
+def mitigation(experiment: Experiment, generations: Sequence[Any], scores: Sequence[Any]) -> list[Any]:
+    """Deltas of every mitigation condition vs input only, per benchmark, scorer and metric it feeds."""
+    from valueharm.analysis.mitigation import mitigation_deltas
+    from valueharm.scoring.base import FEEDS, build_scorer
+
+    config = experiment.config
+    if not config.mitigation.conditions:
+        return []
+    deltas = []
+    for benchmark in config.mitigation.benchmarks or list(config.benchmarks):
+        for spec in config.benchmarks[benchmark].scorers:
+            scorer = build_scorer(spec, data_dir=experiment.data_dir)
+            for metric in FEEDS.get((benchmark, scorer.kind), ()):
+                deltas += mitigation_deltas(
+                    generations, scores, benchmark=benchmark, scorer=scorer.id, metric=metric,
+                    models=config.mitigation.models or None, n_boot=config.metrics.n_boot, seed=config.metrics.seed,
+                )  # fmt: skip
+    return deltas
+
+
+def _examples(generations: Sequence[Any], per_model: int = 2) -> list[dict[str, str]]:
+    """A few outputs per (model, benchmark) to read next to the numbers."""
+    taken: dict[tuple[str, str], int] = {}
+    examples = []
+    for g in generations:
+        if g.error is None and taken.get((g.model_key, g.benchmark), 0) < per_model:
+            taken[(g.model_key, g.benchmark)] = taken.get((g.model_key, g.benchmark), 0) + 1
+            examples.append({"model_key": g.model_key, "benchmark": g.benchmark, "query": g.query, "text": g.text})
+    return examples
