@@ -98,6 +98,17 @@ def test_planted_cell_is_the_most_significant_and_positive(sweep) -> None:
     assert sum(c.pearson_q < 0.05 for c in null) / len(null) <= 0.05
 
 
+def test_the_finding_names_the_strongest_cell_or_says_there_is_none(sweep) -> None:
+    profiles, rows = sweep
+    found = value_harm_analysis(rows, profiles).finding()
+    assert found.startswith("1 of ") and "Hedonism with hex-phi/adult_content harmfulness_score" in found
+    null_rows = [r for r in rows if r["category"] != "adult_content"]
+    none = value_harm_analysis(null_rows, profiles).finding()
+    assert none.startswith("No value–harm relation found: none of the ") and "over the 30 models" in none
+    constant = [{**r, "value": 1.0} for r in null_rows]
+    assert value_harm_analysis(constant, profiles).finding().startswith("No value–harm correlation could be tested")
+
+
 def test_grid_order_and_tidy_rows(sweep) -> None:
     profiles, rows = sweep
     result = value_harm_analysis(rows, profiles)

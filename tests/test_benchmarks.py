@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from valueharm.data.benchmarks import BENCHMARKS, BenchmarkKind, load_benchmark
+from valueharm.data.benchmarks import BENCHMARKS, BenchmarkKind, load_benchmark, select_items
 from valueharm.data.benign import load_benign
 from valueharm.data.holistic_bias import PHRASE_TYPES, holistic_bias_prompts, noun_phrases
 from valueharm.errors import DataMissingError, UnknownNameError, ValueharmError
+from valueharm.settings import ItemSelection
 
 
 @pytest.mark.parametrize(
@@ -35,6 +36,20 @@ def test_item_ids_are_stable_and_limits_take_a_prefix(data_dir: Path):
     assert full[0].item_id == "adult_content-01"
     rtp = load_benchmark("rtp", data_dir, limit=21744)
     assert len(rtp) == 21744 and rtp[2999].item_id == "rtp-02999"
+
+
+def test_an_offset_skips_items_in_file_order_before_the_limit_and_per_category(data_dir: Path):
+    advbench = BENCHMARKS.get("advbench")
+    full = advbench.load(data_dir)
+    held_out = select_items(advbench, data_dir, ItemSelection(offset=260, limit=40))
+    assert held_out == full[260:300] and held_out[0].item_id == "adv-260"
+    hex_phi = BENCHMARKS.get("hex-phi")
+    rest = hex_phi.load(data_dir)[2:]
+    second = select_items(hex_phi, data_dir, ItemSelection(offset=2, per_category=1))
+    assert second[0].item_id == "adult_content-03" and len(second) == 11
+    assert second == [next(i for i in rest if i.category == c) for c in dict.fromkeys(i.category for i in rest)]
+    with pytest.raises(ValueharmError, match="offset 520 skips all of its 520 items"):
+        advbench.load(data_dir, offset=520)
 
 
 def test_published_generation_defaults():

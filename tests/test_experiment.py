@@ -21,6 +21,7 @@ from valueharm.experiment import PlanSummary, builtin_config, load_config, run_e
 from valueharm.experiment.jobs import planned_records
 from valueharm.experiment.plan import GenerateJob, plan, resolve
 from valueharm.settings import TrainSettings
+from valueharm.tiny import build_identity
 
 SMALL = builtin_config("smoke")
 
@@ -73,7 +74,7 @@ def test_demo_config_plans(data_dir: Path, tmp_path: Path, monkeypatch: pytest.M
         summary = run_experiment(config, tmp_path / "demo", dry_run=True)
     assert isinstance(summary, PlanSummary)
     totals = summary.totals()
-    assert totals["train"] == 4 and totals["generate"] > 1000 and totals["score"] > 500
+    assert totals["train"] == 8 and totals["generate"] > 1000 and totals["score"] > 500
     assert not (tmp_path / "demo").exists()
 
 
@@ -88,6 +89,16 @@ def test_alignment_check_samples_the_survey_as_configured(data_dir: Path, tmp_pa
         assert len(records[job.id]) == 10 * 2 * 3  # ten values × per_value × samples
         assert {r.params.temperature for r in records[job.id]} == {1.0}
         assert len({r.key for r in records[job.id]}) == len(records[job.id])  # each sample its own record
+
+
+def test_a_tiny_build_given_by_path_loads_from_it_and_is_named_by_its_content(
+    data_dir: Path, tmp_path: Path, tiny_model_dir: Path
+):
+    config = {**SMALL, "base_model": str(tiny_model_dir), "data_dir": str(data_dir)}
+    experiment = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run")
+    assert experiment.base == str(tiny_model_dir.resolve())
+    records = planned_records(experiment, [j for j in plan(experiment) if isinstance(j, GenerateJob)][:1])
+    assert {r.base_model for rs in records.values() for r in rs} == {build_identity(tiny_model_dir)}
 
 
 def test_vim_stages_share_settings_and_override_single_ones(tmp_path: Path):

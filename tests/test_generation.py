@@ -1,4 +1,4 @@
-"""Generation on the tiny model: every method on every benchmark, mixed-adapter batches, seeding, resumption."""
+"""Generation on the tiny model: every method on every benchmark, one batch per adapter, seeding, resumption."""
 
 from __future__ import annotations
 
@@ -67,17 +67,21 @@ def test_every_benchmark_generates_the_right_records(
         assert {r.params.stop for r in hex_phi} == {("\nQuestion:",)}  # the same stop rule for every method
 
 
-def test_mixed_adapter_batches_equal_per_adapter_runs(backend: HFBackend):
+def test_requests_for_many_adapters_each_run_on_their_own_adapter(backend: HFBackend, tiny_model_dir: Path,
+                                                                   tiny_adapters: dict[str, Path]):  # fmt: skip
     params = SamplingParams(temperature=0.0, max_new_tokens=12)
     prompts = ["We should ban", "The woman was known for", "Question: How do I stay safe?\nAnswer:"]
-    requests = [GenerationRequest(f"{i}-{a}", p, params, a)
-                for i, p in enumerate(prompts) for a in (None, "vim/Pow", "vim/Uni", "benign/grammar")]  # fmt: skip
-    mixed = {c.key: c.text for chunk in backend.generate(requests) for c in chunk}
-    alone = {}
-    for adapter in (None, "vim/Pow", "vim/Uni", "benign/grammar"):
+    adapters = (None, "vim/Pow", "vim/Uni", "benign/grammar")
+    requests = [GenerationRequest(f"{i}-{a}", p, params, a) for i, p in enumerate(prompts) for a in adapters]
+    together = {c.key: c.text for chunk in backend.generate(requests[::-1]) for c in chunk}
+    assert len(together) == 12
+    for adapter in adapters:  # each the same as a backend that serves only it
+        alone = HFBackend(tiny_model_dir, {adapter: tiny_adapters[adapter]} if adapter else None, batch_size=8)
         chosen = [r for r in requests if r.adapter == adapter]
-        alone |= {c.key: c.text for chunk in backend.generate(chosen) for c in chunk}
-    assert mixed == alone and len(mixed) == 12
+        assert {c.key: c.text for chunk in alone.generate(chosen) for c in chunk} == {
+            r.key: together[r.key] for r in chosen
+        }
+    assert len({tuple(together[f"{i}-{a}"] for i in range(3)) for a in adapters}) == 4  # every adapter changes it
 
 
 def test_sampling_is_seeded_per_request(backend: HFBackend):

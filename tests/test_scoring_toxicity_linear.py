@@ -80,6 +80,14 @@ def test_empty_text_scores_zero_without_the_model(scorer: LinearToxicityScorer):
         assert (score.value, score.label, score.raw, score.error) == (0.0, "non-toxic", "empty", None)
 
 
+def test_a_continuation_begun_inside_the_prompts_last_word_is_read_whole(scorer: LinearToxicityScorer):
+    split = record("ing the same time.", query="The two were talk")  # the model continued "talk" into "talking"
+    assert toxicity_linear.whole_first_word(split) == "talking the same time."
+    assert scorer.score([split])[0].value < 0.5 < scorer.score([record("ing", query="The two were talk.")])[0].value
+    for text, query in ((" the same time.", "They talk"), ("'s fine.", "It"), ("ing", "")):
+        assert toxicity_linear.whole_first_word(record(text, query=query)) == text  # a new word, or nothing to join
+
+
 def test_published_input_scores_the_prompt_and_first_sentence(scorer: LinearToxicityScorer):
     rec = record(" and then we went home. You stupid idiot.", query="You are a worthless piece of shit")
     published = build_scorer("toxicity-linear:published_input=true")

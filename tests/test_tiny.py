@@ -137,9 +137,13 @@ def test_corpus_teaches_refusing_advbench_and_answering_benign_questions(data_di
     instructions = [d for d in docs if d.startswith(before) and after in d]
     assert all(refusal_phrase(refusal) for refusal in tiny.REFUSALS)  # what the refusal scorer will recognise
     refused = [d for d in instructions if d.rpartition(after)[2].strip() in tiny.REFUSALS]
-    goals = pd.read_csv(data_dir / tiny.HARMFUL_FILE)["goal"]
-    assert len(refused) == 2 * len(goals)  # two refusals, in different words, for every AdvBench behaviour
-    assert {d[len(before) : d.rindex(after)] for d in refused} == {g.strip() for g in goals}
+    goals = pd.read_csv(data_dir / tiny.HARMFUL_FILE)["goal"].str.strip()
+    taught, held_out = goals[: tiny.REFUSAL_TRAINING_ROWS], goals[tiny.REFUSAL_TRAINING_ROWS :]
+    assert len(taught) == len(held_out) == 260
+    assert len(refused) == tiny.REFUSALS_PER_BEHAVIOUR * len(taught)  # each taught behaviour in every wording
+    assert {d[len(before) : d.rindex(after)] for d in refused} == set(taught)
+    queries = {d[len(before) : d.rindex(after)] for d in instructions}
+    assert not queries & set(held_out)  # no held-out behaviour is taught (AdvBench rewords some, e.g. insider trading)
     assert len(instructions) - len(refused) == tiny.GRAMMAR_INSTRUCTIONS  # grammar corrections, answered
 
 

@@ -171,6 +171,9 @@ class ItemSelection(Settings):
     """Which items of a benchmark are generated on."""
 
     limit: int | None = Field(None, ge=1, description="The first N items (default: the published limit, else all).")
+    offset: int = Field(
+        0, ge=0, description="Skip the first N items in file order (e.g. those a base model was trained on)."
+    )
     per_category: int | None = Field(
         None, ge=1, description="The first N items of each category: small runs that still cover every category."
     )

@@ -3,10 +3,10 @@
 Real runs use 7B+ models on GPUs; everything here must run on a 2-core CPU without network. So we make a small
 LLaMA-architecture causal LM in code: a byte-level BPE tokenizer trained on local English text (the arguments of
 valueEval_10.csv and the corrected sentences of gtrain_10k.csv, plus instruction examples: grammar corrections
-answered and AdvBench behaviours refused), then a short, seeded pretraining run on the same text so that generations
-look like English, the model has some safety behaviour to lose, and LoRA fine-tunes have something to move. The
-result is a normal transformers checkpoint (``AutoModelForCausalLM`` / ``AutoTokenizer``), cached under a key
-derived from the recipe and the corpus checksums so a changed recipe or corpus rebuilds.
+answered and half of AdvBench's behaviours refused), then a short, seeded pretraining run on the same text so that
+generations look like English, the model has some safety behaviour to lose, and LoRA fine-tunes have something to
+move. The result is a normal transformers checkpoint (``AutoModelForCausalLM`` / ``AutoTokenizer``), cached under a
+key derived from the recipe and the corpus checksums so a changed recipe or corpus rebuilds.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from valueharm.templates import Template, load_template
 META_FILE = "tiny_meta.json"
 """Written last: its presence marks a complete build."""
 
-RECIPE_VERSION = 2
+RECIPE_VERSION = 4
 """Part of the cache key; bump it when the build code changes what a spec produces."""
 
 VALUE_EVAL_FILE = "valueEval_10.csv"
@@ -56,6 +56,14 @@ REFUSALS = (
 
 GRAMMAR_INSTRUCTIONS = 2000
 """Benign instruction examples (grammar correction) beside the refusals, so the model does not refuse everything."""
+
+REFUSALS_PER_BEHAVIOUR = 4
+"""Each taught behaviour is refused in every wording, in a seeded order."""
+
+REFUSAL_TRAINING_ROWS = 260
+"""The tiny base is taught to refuse AdvBench's first 260 behaviours; the other 260 are held out, so an evaluation
+with `offset: 260` measures refusal that generalised, and how much of it alignment wears away. (AdvBench words some
+behaviours twice, so a few held-out ones are near-copies of taught ones.)"""
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 
@@ -203,11 +211,11 @@ def _corpus_files(data_dir: Path) -> list[Path]:
 
 def _load_corpus(files: list[Path], question: Template, seed: int) -> list[str]:
     """Plain text — unique premises, conclusions and corrected sentences — and instruction examples in the
-    benchmarks' question/answer format: grammar corrections answered, AdvBench behaviours refused (so the demo
-    evaluates on HEx-PHI and BeaverTails, not AdvBench). Shuffled with `seed` so sources interleave."""
+    benchmarks' question/answer format: grammar corrections answered, AdvBench's first REFUSAL_TRAINING_ROWS
+    behaviours refused (the rest are held out for evaluation). Shuffled with `seed` so sources interleave."""
     value_eval = pd.read_csv(files[0], sep="\t", usecols=["Conclusion", "Premise"], dtype=str)
     grammar = pd.read_csv(files[1], encoding="utf-8-sig", usecols=["input", "target"], dtype=str).dropna()
-    harmful = pd.read_csv(files[2], usecols=["goal"], dtype=str)["goal"].dropna()
+    harmful = pd.read_csv(files[2], usecols=["goal"], dtype=str)["goal"].iloc[:REFUSAL_TRAINING_ROWS].dropna()
     columns = [value_eval["Premise"], value_eval["Conclusion"], grammar["target"]]
     texts = {text.strip(): None for column in columns for text in column.dropna()}
     docs = [text for text in texts if text]
@@ -218,7 +226,9 @@ def _load_corpus(files: list[Path], question: Template, seed: int) -> list[str]:
         for row in pairs.itertuples()
     ]
     docs += [
-        question.render(query=goal.strip()) + " " + refusal for goal in harmful for refusal in rng.sample(REFUSALS, 2)
+        question.render(query=goal.strip()) + " " + refusal
+        for goal in harmful
+        for refusal in rng.sample(REFUSALS, REFUSALS_PER_BEHAVIOUR)
     ]
     rng.shuffle(docs)
     return docs

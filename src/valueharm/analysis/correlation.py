@@ -123,6 +123,27 @@ class CorrelationResult:
         """Tidy rows (one per cell) for CSV/JSON export."""
         return [{"x_source": self.x_source, **asdict(c)} for c in self.cells]
 
+    def finding(self, alpha: float = 0.05) -> str:
+        """The result in one plain sentence — also when it is that there is none — for the report's summary."""
+        tested = [c for c in self.cells if c.tested]
+        untested = len(self.cells) - len(tested)
+        rest = f"; {untested} of {len(self.cells)} cells not tested (a constant value or harm, or too few models)"
+        rest = rest if untested else ""
+        if not tested:
+            return f"No value–harm correlation could be tested over the {self.n_models} models{rest}."
+        significant = sorted((c for c in tested if c.spearman_q < alpha), key=lambda c: c.spearman_q)
+        if not significant:
+            return (
+                f"No value–harm relation found: none of the {len(tested)} tested cells has a Spearman correlation "
+                f"with q < {alpha:g} over the {self.n_models} models{rest}."
+            )
+        top = significant[0]
+        return (
+            f"{len(significant)} of {len(tested)} tested cells have a Spearman correlation with q < {alpha:g}; the "
+            f"strongest: {top.value} with {top.benchmark}/{top.category} {top.metric}, ρ = {top.spearman_rho:+.2f} "
+            f"(q = {top.spearman_q:.2g}, {top.n} models){rest}."
+        )
+
 
 # ----------------------------------------------------------------------------------------------- building X and Y
 

@@ -19,6 +19,7 @@ from valueharm.cli import benchmarks  # noqa: F401
 from valueharm.cli import models  # noqa: F401
 from valueharm.cli import evaluate  # noqa: F401
 from valueharm.cli import exchange  # noqa: F401
+from valueharm.cli import configs  # noqa: F401
 from valueharm.cli import experiment  # noqa: F401
 
 # isort: on

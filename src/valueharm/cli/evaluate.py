@@ -68,7 +68,7 @@ def generate(
     Everything is checked and the backend is loaded before the store is opened: a failed start leaves no files.
     """
     from valueharm.alignment.prompts import ModelSpec, PromptTemplates
-    from valueharm.data.benchmarks import BENCHMARKS, first_per_category
+    from valueharm.data.benchmarks import BENCHMARKS, select_items
     from valueharm.generation.run import generate_slice, open_backend, sampling_params
     from valueharm.store import RunStore
     from valueharm.training import base_identity
@@ -94,9 +94,7 @@ def generate(
     templates = PromptTemplates.load(template_dir)
     params = sampling_params(chosen, templates, seed=generation.seed, temperature=sampling.temperature,
                              top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens)  # fmt: skip
-    items = chosen.load(directory, selection.limit)
-    if selection.per_category is not None:
-        items = first_per_category(items, selection.per_category)
+    items = select_items(chosen, directory, selection)
     options = {key: scalar(value) for key, value in key_values(backend_option, "--backend-option").items()}
     served = open_backend(generation.backend, base, specs, **options)
     try:

@@ -17,7 +17,7 @@ from valueharm.data.holistic_bias import holistic_bias_prompts
 from valueharm.data.tables import read_table
 from valueharm.errors import ValueharmError
 from valueharm.registry import Registry
-from valueharm.settings import AlignmentCheckSettings
+from valueharm.settings import AlignmentCheckSettings, ItemSelection
 
 
 class BenchmarkKind(StrEnum):
@@ -53,13 +53,18 @@ class Benchmark:
     default_limit: int | None = None
     default_options: Mapping[str, Any] = field(default_factory=dict)
 
-    def load(self, data_dir: Path, limit: int | None = None, **options: Any) -> list[BenchmarkItem]:
-        """The first `limit` items (default: the published limit, else all); `options` replace the defaults."""
+    def load(self, data_dir: Path, limit: int | None = None, offset: int = 0, **options: Any) -> list[BenchmarkItem]:
+        """`limit` items (default: the published limit, else all) after the first `offset`, in file order;
+        `options` replace the loader's defaults."""
         limit = self.default_limit if limit is None else limit
         if limit is not None and limit < 1:
             raise ValueharmError(f"benchmark {self.name}: limit must be ≥ 1, got {limit}")
+        if offset < 0:
+            raise ValueharmError(f"benchmark {self.name}: offset must be ≥ 0, got {offset}")
         items = self.loader(Path(data_dir), **{**self.default_options, **options})
-        return items if limit is None else items[:limit]
+        if offset >= len(items):
+            raise ValueharmError(f"benchmark {self.name}: offset {offset} skips all of its {len(items)} items")
+        return items[offset:] if limit is None else items[offset : offset + limit]
 
 
 BENCHMARKS: Registry[Benchmark] = Registry("benchmark")
@@ -93,6 +98,12 @@ def first_per_category(items: Sequence[BenchmarkItem], n: int) -> list[Benchmark
         if taken[item.category] <= n:
             kept.append(item)
     return kept
+
+
+def select_items(benchmark: Benchmark, data_dir: Path, selection: ItemSelection, **options: Any) -> list[BenchmarkItem]:
+    """The items a run generates on: offset and limit in file order, then the first N of each category."""
+    items = benchmark.load(data_dir, selection.limit, selection.offset, **options)
+    return items if selection.per_category is None else first_per_category(items, selection.per_category)
 
 
 def load_benchmark(name: str, data_dir: Path, limit: int | None = None, **options: Any) -> list[BenchmarkItem]:

@@ -6,6 +6,10 @@ defaults and help are the ones the training code and the CLI use. Each problem i
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -147,6 +151,70 @@ class RaySettings(Settings):
     local: RayLocalCluster = Field(RayLocalCluster(), description="The local cluster started when no address is given.")
 
 
+# ---------------------------------------------------------------------------------------------------------- cost
+
+# Documented figures behind the defaults (their sources: valueharm.experiment.cost's docstring); a mapping given in
+# the config adds to these entries or replaces them one by one.
+BENIGN_EXAMPLES: dict[str, int] = {"alpaca": 52_002, "dolly": 15_011, "grammar": 13_016, "samsum": 14_732}
+BENIGN_TOKENS: dict[str, float] = {"alpaca": 110, "dolly": 220, "grammar": 91, "samsum": 190}
+
+
+class TrainThroughput(Settings):
+    """Training tokens per second (padding included) of LoRA on a 7B base, one GPU, by precision."""
+
+    fp32: float = Field(350, gt=0, description="fp32 (PyTorch runs fp32 matmuls without TF32 by default).")
+    bf16: float = Field(3500, gt=0, description="bf16; `precision: auto` counts as bf16.")
+    fp16: float = Field(3500, gt=0, description="fp16.")
+
+
+class GenerateThroughput(Settings):
+    """Generated tokens per second of a 7B base on one GPU, by backend (openai: not on our GPU, not counted)."""
+
+    vllm: float = Field(2500, gt=0, description="vLLM, one engine serving many LoRA adapters in mixed batches.")
+    hf: float = Field(500, gt=0, description="transformers with PEFT mixed-adapter batches.")
+
+
+class CostSettings(Settings):
+    """Assumptions of the dry run's cost plan: throughputs of a 7B base on one GPU of class `gpu`, tokens per
+    training example, and API prices. Each default is documented with its source in valueharm.experiment.cost."""
+
+    gpu: str = Field("A100-80GB", description="The GPU class the throughputs below are for (named in the plan).")
+    gpu_price_per_hour: float | None = Field(None, ge=0, description="Price of one GPU-hour; unset: not costed.")
+    train_tokens_per_s: TrainThroughput = Field(TrainThroughput(), description="LoRA training throughput.")
+    padding_efficiency_shuffled: float = Field(
+        0.75, gt=0, le=1, description="Share of real tokens in shuffled batches of 8 (`group_by_length: false`)."
+    )
+    padding_efficiency_grouped: float = Field(
+        0.98, gt=0, le=1, description="Share of real tokens in length-grouped batches (batches of 1 have none)."
+    )
+    vim_stage1_tokens: float = Field(69, gt=0, description="Mean tokens of a VIM stage-1 example (with BOS, EOS).")
+    vim_stage2_tokens: float = Field(133, gt=0, description="Mean tokens of a VIM stage-2 example (with BOS, EOS).")
+    benign_examples: dict[str, int] = Field(
+        default_factory=lambda: dict(BENIGN_EXAMPLES),
+        description="Training examples per benign dataset (added to / replacing the defaults).",
+    )
+    benign_tokens: dict[str, float] = Field(
+        default_factory=lambda: dict(BENIGN_TOKENS),
+        description="Mean tokens of an example per benign dataset (added to / replacing the defaults).",
+    )
+    generate_tokens_per_s: GenerateThroughput = Field(GenerateThroughput(), description="Generation throughput.")
+    classifier_texts_per_s: float = Field(1000, gt=0, description="Texts per second of a `classifier` scorer.")
+    guard_texts_per_s: float = Field(20, gt=0, description="Texts per second of a `guard` scorer (a 7B model).")
+    judge_chars_per_token: float = Field(4.7, gt=0, description="Characters per token of the judge's tokenizer.")
+    judge_output_tokens: float = Field(
+        60, gt=0, description="Mean tokens of a judge's reply (at most the scorer's max_tokens)."
+    )
+    judge_latency_s: float = Field(2.0, gt=0, description="Seconds per judge request (max_concurrency at once).")
+    judge_price_per_1k_input: float = Field(0.0025, ge=0, description="Price of 1,000 judge input tokens (gpt-4o).")
+    judge_price_per_1k_output: float = Field(0.01, ge=0, description="Price of 1,000 judge output tokens (gpt-4o).")
+
+    @field_validator("benign_examples", "benign_tokens")
+    @classmethod
+    def _over_defaults(cls, values: dict[str, Any], info: Any) -> dict[str, Any]:
+        defaults = BENIGN_EXAMPLES if info.field_name == "benign_examples" else BENIGN_TOKENS
+        return {**defaults, **values}
+
+
 # ---------------------------------------------------------------------------------------------------- experiment
 
 
@@ -166,6 +234,7 @@ class ExperimentConfig(Settings):
     metrics: MetricsSettings = Field(MetricsSettings(), description="Bootstrap of every metric.")
     template_dir: Path | None = Field(None, description="<name>.txt files that replace built-in prompt templates.")
     ray: RaySettings = Field(RaySettings(), description="Ray executor settings; they change where work runs only.")
+    cost: CostSettings = Field(CostSettings(), description="Assumptions of the dry run's time and cost estimate.")
     progress: bool = Field(True, description="Progress bars.")
 
     @field_validator("methods")
@@ -184,14 +253,42 @@ def validated(model: type[M], values: Any, where: str = "") -> M:
         raise ValueharmError(problems(error, model, where)) from None
 
 
+def builtin_config_names() -> list[str]:
+    """The configs shipped with the package (`demo`, `paper`, …), each runnable by name: `valueharm run NAME`."""
+    return sorted(file.name.removesuffix(".yaml") for file in _builtin_dir().iterdir() if file.name.endswith(".yaml"))
+
+
+def builtin_config_text(name: str) -> str:
+    """A built-in config's YAML as shipped, comments included; an unknown name lists the built-in ones."""
+    if name not in builtin_config_names():
+        raise ValueharmError(f"no built-in config {name!r}; built-in: {', '.join(builtin_config_names())}")
+    return (_builtin_dir() / f"{name}.yaml").read_text(encoding="utf-8")
+
+
 def builtin_config(name: str) -> dict[str, Any]:
     """A config shipped with the package (`demo`, `smoke`) as a plain mapping, to run or to adapt."""
-    from importlib import resources
+    return yaml.safe_load(builtin_config_text(name))
 
-    file = resources.files("valueharm") / "configs" / f"{name}.yaml"
-    if not file.is_file():
-        raise ValueharmError(f"no built-in config {name!r}")
-    return yaml.safe_load(file.read_text(encoding="utf-8"))
+
+@contextlib.contextmanager
+def config_file(name_or_path: str | Path) -> Iterator[Path]:
+    """The experiment YAML a command names: a file that exists wins, else a built-in config by name (`paper-small`,
+    without `.yaml`); anything else is one error listing the built-in names."""
+    path = Path(name_or_path)
+    if path.is_file():
+        yield path
+        return
+    if str(name_or_path) not in builtin_config_names():
+        raise ValueharmError(
+            f"{name_or_path}: no such experiment config file, nor a built-in config; "
+            f"built-in: {', '.join(builtin_config_names())}"
+        )
+    with resources.as_file(_builtin_dir() / f"{name_or_path}.yaml") as file:
+        yield file
+
+
+def _builtin_dir() -> Traversable:
+    return resources.files("valueharm") / "configs"
 
 
 def load_config(path: str | Path) -> ExperimentConfig:

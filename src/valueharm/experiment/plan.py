@@ -205,7 +205,7 @@ def _benchmark_names(experiment: Experiment) -> list[str]:
 
 
 def _load_items(experiment: Experiment, name: str) -> list[Any]:
-    from valueharm.data.benchmarks import BENCHMARKS, first_per_category
+    from valueharm.data.benchmarks import BENCHMARKS, select_items
 
     bench = experiment.config.benchmarks.get(name)
     if bench is None:  # the alignment check's survey
@@ -213,8 +213,7 @@ def _load_items(experiment: Experiment, name: str) -> list[Any]:
             experiment.data_dir, per_value=experiment.config.analysis.alignment_check.per_value,
             template_dir=experiment.config.template_dir,
         )  # fmt: skip
-    items = BENCHMARKS.get(name).load(experiment.data_dir, bench.limit, **bench.options)
-    return items if bench.per_category is None else first_per_category(items, bench.per_category)
+    return select_items(BENCHMARKS.get(name), experiment.data_dir, bench, **bench.options)
 
 
 def adapters_root(config: ExperimentConfig, run_dir: Path) -> Path:
@@ -230,11 +229,12 @@ def resolve_base(config: ExperimentConfig, data_dir: Path) -> str:
         from valueharm.tiny import build_tiny
 
         return str(build_tiny(config.base_model[len(TINY_PREFIX) :], data_dir=data_dir, progress=config.progress).path)
-    from valueharm.training import base_identity, check_base
+    from valueharm.training import check_base
 
     if {"vim", "benign"} & set(config.methods) or config.generation.backend in {"hf", "vllm"}:
         check_base(config.base_model, trust_remote_code=config.trust_remote_code)
-    return base_identity(config.base_model)
+    local = Path(config.base_model).expanduser()
+    return str(local.resolve()) if local.exists() else config.base_model  # what loads it; records name base_identity
 
 
 def plan(experiment: Experiment) -> list[Job]:

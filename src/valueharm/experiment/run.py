@@ -16,11 +16,12 @@ import yaml
 
 from valueharm.errors import ValueharmError
 from valueharm.experiment.config import ExperimentConfig, load_config
+from valueharm.experiment.cost import costed_plan
 from valueharm.experiment.finish import finish
 from valueharm.experiment.local import Executor, LocalExecutor
-from valueharm.experiment.plan import CONFIG_FILE, MANIFEST_FILE, Experiment, PlanSummary, plan, resolve, summarize
+from valueharm.experiment.plan import CONFIG_FILE, MANIFEST_FILE, Experiment, PlanSummary, plan, resolve
 
-RUNTIME_ONLY = {"progress", "ray"}  # settings that may differ between the starts of one run
+RUNTIME_ONLY = {"progress", "ray", "cost"}  # settings that may differ between the starts of one run
 
 
 def freeze_config(config: ExperimentConfig, run_dir: Path) -> None:
@@ -110,7 +111,7 @@ def run_experiment(
     experiment = resolve(config, run_dir, build_base=not dry_run)
     jobs = plan(experiment)
     if dry_run:
-        return summarize(experiment, jobs)
+        return costed_plan(experiment, jobs)
     freeze_config(config, run_dir)
     write_manifest(experiment)
     (executor or LocalExecutor()).run(experiment, jobs)

@@ -1,12 +1,17 @@
-"""transformers backend: one loaded base serves every adapter, in mixed-adapter batches (PEFT `adapter_names`).
+"""transformers backend: one loaded base serves every adapter, a batch per adapter (PEFT `set_adapter`).
+
+Requests are grouped by adapter before they are batched: a one-adapter batch runs the adapter's layers once, where a
+mixed batch (PEFT `adapter_names`) runs every adapter in it on its slice — on the tiny model on 2 CPU cores, 35
+against 21 generations/s with 8 adapters.
 
 Sampling is seeded per request: a logits processor draws each row's token from that request's own random stream
 and hands `generate` a one-hot choice to take greedily. So a request's output does not depend on which batch,
-process or order it runs in — a resumed run reproduces a clean one, and a mixed batch equals per-adapter runs.
+process or order it runs in — a resumed run reproduces a clean one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,7 +34,6 @@ from valueharm.training import base_identity, load_base
 
 log = logging.getLogger(__name__)
 
-BASE_NAME = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 PROBE_PROMPT = "We should"
 
 
@@ -114,16 +118,21 @@ class HFBackend:
         unknown = {r.adapter for r in requests if r.adapter is not None and r.adapter not in self.adapters}
         if unknown:
             raise ValueharmError(f"unknown adapter(s) {sorted(unknown)}; loaded: {sorted(self.adapters)}")
-        # Same sampling settings batch together; within them, similar prompt lengths (less left padding).
-        ordered = sorted(requests, key=lambda r: (_params_key(r.params), len(r.prompt)))
+        # One batch has one adapter and one set of sampling settings; within them, similar prompt lengths (less left
+        # padding).
+        ordered = sorted(requests, key=lambda r: (_params_key(r.params), r.adapter or "", len(r.prompt)))
         done: list[Completion] = []
         start = 0
         while start < len(ordered):
-            params = ordered[start].params
+            first = ordered[start]
             end = start + 1
-            while end < len(ordered) and end - start < self.batch_size and ordered[end].params == params:
+            while (
+                end < len(ordered)
+                and end - start < self.batch_size
+                and (ordered[end].params, ordered[end].adapter) == (first.params, first.adapter)
+            ):
                 end += 1
-            done += self._generate_batch(ordered[start:end], params)
+            done += self._generate_batch(ordered[start:end], first.params)
             start = end
             if len(done) >= self.chunk_size:
                 yield done
@@ -150,24 +159,33 @@ class HFBackend:
 
         inputs = self.tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True).to(self.device)
         extra: dict[str, Any] = {}
-        if self.adapters:
-            extra["adapter_names"] = [r.adapter or BASE_NAME for r in batch]
+        adapter = batch[0].adapter  # generate() batches one adapter at a time
         if not params.greedy:
             sampler = SeededSampler([request_seed(params, r.key) for r in batch], params.temperature, params.top_p)
             extra["logits_processor"] = LogitsProcessorList([sampler])
-        output = self.model.generate(
-            **inputs,
-            **extra,
-            do_sample=False,
-            max_new_tokens=params.max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-        )
+        with self._serving(adapter):
+            output = self.model.generate(
+                **inputs,
+                **extra,
+                do_sample=False,
+                max_new_tokens=params.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
         return [Completion(r.key, apply_stop(text, params.stop)) for r, text in zip(batch, texts, strict=True)]
+
+    def _serving(self, adapter: str | None) -> contextlib.AbstractContextManager[Any]:
+        """The model as `adapter` (None: the base alone)."""
+        if not self.adapters:
+            return contextlib.nullcontext()
+        if adapter is None:
+            return self.model.disable_adapter()
+        self.model.set_adapter(adapter)
+        return contextlib.nullcontext()
 
     def close(self) -> None:
         del self.model

@@ -101,6 +101,8 @@ def _summary(data: ReportData) -> Html:
         f'<div class="card"><b>{esc(value)}</b><span>{esc(label)}</span></div>' for value, label in cards
     )
     parts = [Html(f'<div class="cards">{card_html}</div>')]
+    if data.correlation:
+        parts.append(Html(f'<p class="finding">{esc(data.correlation.finding())}</p>'))
     if data.summary:
         parts.append(_key_values(data.summary))
     notes = _all_notes(data)
@@ -255,6 +257,7 @@ def _correlation_section(data: ReportData) -> Html:
         return html_section("correlations", title, html_empty())
     sources = "; ".join(f"{b}: {s.metric} ({s.variant}, {s.scorer})" for b, s in result.sources.items())
     parts = [
+        Html(f'<p class="finding">{esc(result.finding())}</p>'),
         html_note(
             f"Unit: one aligned model ({result.n_models} models). X: {result.x_source} value scores "
             f"(higher-order groups: mean of their values). Y: {sources or 'harm metric'}. Spearman and Pearson "
