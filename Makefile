@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 # CPU machines: constrain torch to the CPU build so no CUDA packages are pulled.
 CONSTRAINTS := $(if $(shell command -v nvidia-smi),,-c constraints-cpu.txt)
 
-.PHONY: setup demo test lint clean chromium
+.PHONY: setup demo test lint clean chromium check-gpu-stack
 
 setup: $(VENV)/.installed
 
@@ -30,9 +30,20 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: setup chromium
+test: setup chromium check-gpu-stack
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
+
+# The GPU stack resolves, without installing it: the vllm extra must pick a vLLM of 2026 (>= 0.30) together with
+# our torch, transformers, PEFT and TRL (unpinned, a resolver once fell back to vllm 0.1.2 of 2023).
+GPU_STACK := $(VENV)/gpu-stack.txt
+check-gpu-stack: setup
+	$(BIN)/uv pip compile pyproject.toml --extra vllm --python-version 3.11 \
+	  --python-platform x86_64-unknown-linux-gnu --no-header --no-annotate --quiet -o $(GPU_STACK)
+	$(BIN)/python -c "import sys; from packaging.version import Version; \
+	pins = dict(line.strip().split('==') for line in open('$(GPU_STACK)') if '==' in line); \
+	print('vllm extra resolves to', ', '.join(n + '==' + pins[n] for n in ('vllm', 'torch', 'transformers', 'peft', 'trl'))); \
+	sys.exit(None if Version(pins['vllm']) >= Version('0.30') else 'vllm extra resolves to vllm ' + pins['vllm'] + ' (< 0.30)')"
 
 lint: setup
 	$(BIN)/ruff check src tests bench

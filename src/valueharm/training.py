@@ -10,6 +10,7 @@ directories to sort.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -119,6 +120,13 @@ def split_by_length(
     return kept, len(examples) - len(kept)
 
 
+def _checkpointing_flag(config_class: type) -> str:
+    """transformers 5.20 renamed `gradient_checkpointing` to `activation_checkpointing`; the vllm extra resolves
+    5.19, the default install 5.23."""
+    names = {field.name for field in dataclasses.fields(config_class)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def _precision_flags(precision: str) -> dict[str, bool]:
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
@@ -169,10 +177,10 @@ def build_trainer(
         logging_strategy="epoch",
         report_to="none",
         disable_tqdm=True,  # our own quiet bar below; the trainer's prints every log dict
-        activation_checkpointing=False,  # (TRL defaults to on) it only slows small models on CPU
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         **_precision_flags(settings.precision),
+        **{_checkpointing_flag(SFTConfig): False},  # (TRL defaults to on) it only slows small models on CPU
     )
     with _quiet_datasets():
         trainer = SFTTrainer(
