@@ -184,7 +184,7 @@ def test_configs_list_and_show(capsys):
     assert code == 0 and all(name in out for name in BUILTIN)
     code, out, _ = run_cli(capsys, "configs", "show", "paper-small")
     shipped = (resources.files("valueharm") / "configs" / "paper-small.yaml").read_text(encoding="utf-8")
-    assert code == 0 and out == shipped and "# A first GPU day" in out
+    assert code == 0 and out == shipped and "# A smaller first run" in out
     code, out, _ = run_cli(capsys, "configs", "show", "paper", "--json")
     assert code == 0 and json.loads(out)["profiles"] == {"sets": ["vim154"]}
     code, out, err = run_cli(capsys, "configs", "show", "papr")
