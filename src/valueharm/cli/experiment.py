@@ -111,10 +111,9 @@ def demo(
     progress: Progress = True,
 ) -> None:
     """The whole study in miniature on the tiny built-in model, offline; prints where the report is."""
-    from importlib import resources
-
     from valueharm.experiment import run_experiment
+    from valueharm.experiment.config import builtin_config_file
 
-    with resources.as_file(resources.files("valueharm") / "configs" / "demo.yaml") as config:
+    with builtin_config_file("demo") as config:
         experiment = run_experiment(config, run, progress=progress)
     out.print(f"[bold]report:[/] {experiment.report_path.resolve()}")

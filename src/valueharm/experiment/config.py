@@ -283,7 +283,14 @@ def config_file(name_or_path: str | Path) -> Iterator[Path]:
             f"{name_or_path}: no such experiment config file, nor a built-in config; "
             f"built-in: {', '.join(builtin_config_names())}"
         )
-    with resources.as_file(_builtin_dir() / f"{name_or_path}.yaml") as file:
+    with builtin_config_file(str(name_or_path)) as file:
+        yield file
+
+
+@contextlib.contextmanager
+def builtin_config_file(name: str) -> Iterator[Path]:
+    """A shipped config as a file on disk (it may sit inside a zipped package)."""
+    with resources.as_file(_builtin_dir() / f"{name}.yaml") as file:
         yield file
 
 
