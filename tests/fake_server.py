@@ -96,6 +96,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.server.fake.serve(self, "GET", b"")  # type: ignore[attr-defined]
 
+    def do_HEAD(self) -> None:
+        self.server.fake.serve(self, "HEAD", b"")  # type: ignore[attr-defined]
+
     def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.fake.serve(self, "POST", raw)  # type: ignore[attr-defined]
@@ -112,4 +115,5 @@ class Handler(BaseHTTPRequestHandler):
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD reply has the headers of the GET, without its body
+            self.wfile.write(body)

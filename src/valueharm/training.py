@@ -97,14 +97,15 @@ def check_base(base: str | Path, *, trust_remote_code: bool = False) -> None:
 
 def base_identity(base: str | Path) -> str:
     """What records and adapters name as their base: a tiny build by its content (`tiny:demo@<key>`, the same in any
-    cache, so seeded outputs do not depend on where the cache is), a local checkpoint by its resolved path, a hub id
-    as given."""
+    cache, so seeded outputs do not depend on where the cache is), a Hugging Face cache snapshot as `hub_id@commit`
+    (the same on every machine), another local checkpoint by its resolved path, a hub id as given."""
+    from valueharm.models import snapshot_identity
     from valueharm.tiny import build_identity
 
     path = Path(base).expanduser()
     if not path.exists():
         return str(base)
-    return build_identity(path) or str(path.resolve())
+    return build_identity(path) or snapshot_identity(path) or str(path.resolve())
 
 
 def _tokenized_length(tokenizer: Any, example: PromptCompletion) -> int:

@@ -16,6 +16,7 @@ from rich.markup import escape
 from valueharm.cli import data  # noqa: F401
 from valueharm.cli import profiles  # noqa: F401
 from valueharm.cli import benchmarks  # noqa: F401
+from valueharm.cli import training  # noqa: F401
 from valueharm.cli import models  # noqa: F401
 from valueharm.cli import evaluate  # noqa: F401
 from valueharm.cli import exchange  # noqa: F401

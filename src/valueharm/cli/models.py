@@ -1,151 +1,75 @@
-"""Making models: the tiny base (`tiny build`), VIM data (`vim build-data`) and LoRA training (`train vim | benign`)."""
+"""The model registry: `valueharm models list | fetch NAME…` (checkpoints by role, pinned, fetched once)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from valueharm import paths
-from valueharm.cli.common import (
-    Base,
-    DataDir,
-    FromSettings,
-    JsonFlag,
-    ProfileFiles,
-    ProfileNames,
-    ProfileSets,
-    Progress,
-    TemplateDir,
-    TrustRemoteCode,
-    command_group,
-    err,
-    out,
-    print_json,
-    resolve_profiles,
-    with_settings,
-)
-from valueharm.settings import BenignTraining, LoraSettings, VimDataSettings, VimTraining
+from valueharm.cli.common import JsonFlag, command_group, err, out, print_json
+from valueharm.errors import ValueharmError
 
-tiny_app = command_group("tiny", "The small offline base model used by the demo and tests.")
-vim_app = command_group("vim", "Value-injection (VIM) training data.")
-train_app = command_group("train", "LoRA fine-tuning: VIM profiles and benign baselines.")
+models_app = command_group("models", "Named checkpoints (base, regard, toxicity, guard): list them, fetch them once.")
 
 
-@tiny_app.command("build")
-def tiny_build(
-    variant: Annotated[str, typer.Option(help="demo (the built-in model) or test (smaller).")] = "demo",
-    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write it (default: the cache).")] = None,
-    force: Annotated[bool, typer.Option(help="Rebuild even if cached.")] = False,
-    data_dir: DataDir = None,
+@models_app.command("list")
+def models_list(as_json: JsonFlag = False) -> None:
+    """Every registered checkpoint: role, hub id, pinned revision, licence, whether it is fetched, its scorer spec."""
+    from valueharm.models import MODELS, locate, pinned_revision
+
+    rows = []
+    for name, entry in MODELS.items():
+        try:
+            fetched = str(locate(name).path)
+        except ValueharmError:
+            fetched = None
+        rows.append({
+            "name": name, "role": entry.role, "hub_id": entry.hub_id, "revision": pinned_revision(entry),
+            "licence": entry.licence, "gated": entry.gated, "scorer": entry.scorer, "why": entry.why,
+            "fetched": fetched,
+        })  # fmt: skip
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "role", "hub id @ revision", "licence", "scorer spec", "fetched")
+    for row in rows:
+        revision = (row["revision"] or "pinned on first fetch")[:12]
+        licence = row["licence"] + (" [yellow](gated)[/]" if row["gated"] else "")
+        table.add_row(row["name"], row["role"], f"{row['hub_id']} @ {revision}", licence, row["scorer"] or "",
+                      "[green]yes[/]" if row["fetched"] else "no")  # fmt: skip
+    out.print(table)
+
+
+@models_app.command("fetch")
+def models_fetch(
+    names: Annotated[list[str] | None, typer.Argument(help="Registry names (see `models list`).")] = None,
+    role: Annotated[str | None, typer.Option(help="Every checkpoint of this role, e.g. regard or guard.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Build (or reuse) the small offline LLaMA-architecture base model."""
-    from valueharm.tiny import build_tiny
+    """Download checkpoints into the Hugging Face cache (resuming partial files); a gated one needs HF_TOKEN."""
+    from valueharm.models import MODELS, ROLES, fetch
 
-    info = build_tiny(variant, data_dir=paths.data_dir(data_dir), out=out_dir, force=force, progress=not as_json)
+    chosen = list(names or [])
+    if role is not None:
+        if role not in ROLES:
+            raise ValueharmError(f"unknown role {role!r}; known: {', '.join(ROLES)}")
+        chosen += [name for name, entry in MODELS.items() if entry.role == role and name not in chosen]
+    if not chosen:
+        raise ValueharmError("name the models to fetch (see `valueharm models list`) or pass --role")
+    results = fetch(chosen)
     if as_json:
-        print_json(asdict(info))
-        return
-    state = "reused from cache" if info.cached else f"built in {info.build_seconds:.0f} s"
-    out.print(
-        f"tiny model ({info.variant}) {state}: {info.n_params / 1e6:.2f} M parameters, "
-        f"{info.size_bytes / 1e6:.1f} MB, final loss {info.final_loss:.3f}\n{info.path}"
-    )
-
-
-@vim_app.command("build-data")
-@with_settings(settings=FromSettings(VimDataSettings))
-def vim_build_data(
-    out_dir: Annotated[Path, typer.Option("--out", help="Directory for stage1.jsonl, stage2.jsonl, counts.json.")],
-    profile: Annotated[str, typer.Option(help="Profile name.")],
-    settings: VimDataSettings,
-    profiles_file: Annotated[Path | None, typer.Option(help="Custom profiles file to look the name up in.")] = None,
-    template_dir: TemplateDir = None,
-    data_dir: DataDir = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Write one profile's two-stage VIM training data."""
-    from valueharm.alignment.vim_data import VimTemplates, write_vim_data
-    from valueharm.values import get_profile, read_profile_file
-
-    directory = paths.data_dir(data_dir)
-    chosen = get_profile(profile, directory, read_profile_file(profiles_file) if profiles_file else [])
-    counts = write_vim_data(chosen, directory, out_dir, settings, templates=VimTemplates.load(template_dir))
-    if as_json:
-        print_json(counts.to_json())
-        return
-    table = Table("stage", "split", "examples", title=f"VIM data for {chosen.name} → {out_dir}")
-    for split, by_polarity in counts.stage1.items():
-        table.add_row("1", split, ", ".join(f"{k} {v}" for k, v in by_polarity.items()))
-    for split, by_value in counts.stage2.items():
-        table.add_row("2", split, str(sum(by_value.values())))
-    out.print(table)
-    for warning in counts.warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
-
-
-LORA = FromSettings(LoraSettings, prefix="lora_")
-
-
-@train_app.command("vim")
-@with_settings(settings=FromSettings(VimTraining, exclude=("stage1", "stage2")), lora=LORA)
-def train_vim(
-    base: Base,
-    out_dir: Annotated[Path, typer.Option("--out", help="Adapters go to OUT/<profile>/.")],
-    settings: VimTraining,
-    lora: LoraSettings,
-    profile: ProfileNames = None,
-    profile_set: ProfileSets = None,
-    profiles_file: ProfileFiles = None,
-    template_dir: TemplateDir = None,
-    trust_remote_code: TrustRemoteCode = False,
-    data_dir: DataDir = None,
-    progress: Progress = True,
-) -> None:
-    """Train VIM adapters for many profiles in one process, loading the base model once; both stages alike."""
-    from valueharm.training import train_adapters, vim_jobs
-
-    directory = paths.data_dir(data_dir)
-    profiles = resolve_profiles(profile, profile_set, profiles_file, directory)
-    stage = settings.stage("stage1")  # no stage overrides on the command line: both stages train alike
-    jobs = vim_jobs(profiles, directory, out_dir, stage1=stage, stage2=stage, data=settings.data,
-                    limit=settings.limit, template_dir=template_dir)  # fmt: skip
-    _report_training(train_adapters(base, jobs, lora, trust_remote_code=trust_remote_code, progress=progress))
-
-
-@train_app.command("benign")
-@with_settings(settings=FromSettings(BenignTraining), lora=LORA)
-def train_benign(
-    base: Base,
-    dataset: Annotated[str, typer.Option(help="grammar, alpaca, dolly or samsum.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="The adapter goes to OUT/<dataset>/.")],
-    settings: BenignTraining,
-    lora: LoraSettings,
-    template_dir: TemplateDir = None,
-    trust_remote_code: TrustRemoteCode = False,
-    data_dir: DataDir = None,
-    progress: Progress = True,
-) -> None:
-    """Train a benign fine-tuning baseline adapter in the dataset's own prompt format."""
-    from valueharm.training import benign_job, train_adapters
-
-    job = benign_job(dataset, paths.data_dir(data_dir), out_dir, settings=settings.train, limit=settings.limit,
-                     template_dir=template_dir)  # fmt: skip
-    _report_training(train_adapters(base, [job], lora, trust_remote_code=trust_remote_code, progress=progress))
-
-
-def _report_training(results: list) -> None:
-    table = Table("adapter", "stage", "examples", "best epoch", "valid loss", "padding eff.", "seconds", "path")
-    for result in results:
-        if result.skipped:
-            table.add_row(result.name, "[dim]already trained[/]", "", "", "", "", "", str(result.path))
-        for stage in result.stages:
-            best = stage.epochs[stage.best_epoch - 1].valid_loss
-            table.add_row(result.name, stage.name, str(stage.n_train), str(stage.best_epoch),
-                          "" if best is None else f"{best:.4f}", f"{stage.padding_efficiency:.2f}",
-                          f"{stage.seconds:.1f}", str(result.path))  # fmt: skip
-    out.print(table)
+        print_json([
+            {"name": r.name, "path": str(r.model.path) if r.model else None,
+             "commit": r.model.commit if r.model else None, "error": r.error}
+            for r in results
+        ])  # fmt: skip
+    else:
+        for result in results:
+            if result.model is not None:
+                out.print(f"{result.name}: {escape(result.model.identity)} → {result.model.path}", highlight=False)
+            else:
+                err.print(f"[red]error:[/] {escape(result.error or '')}", highlight=False, soft_wrap=True)
+    if any(result.model is None for result in results):
+        raise typer.Exit(2)

@@ -220,7 +220,9 @@ class CostSettings(Settings):
 
 class ExperimentConfig(Settings):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Names the run directory runs/<name>.")
-    base_model: str = Field(description="A local path, a hub id, or tiny:demo / tiny:test.")
+    base_model: str = Field(
+        description="A model registry name (`valueharm models list`), a local path, a hub id, or tiny:demo / tiny:test."
+    )
     trust_remote_code: bool = Field(False, description="Run code shipped with the model (off unless asked).")
     data_dir: Path | None = Field(None, description="Data directory (default: $VALUEHARM_DATA, else the user cache).")
     profiles: ProfilesConfig = Field(ProfilesConfig(), description="Target value profiles of vim and icl.")

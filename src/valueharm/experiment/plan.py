@@ -229,9 +229,13 @@ def resolve_base(config: ExperimentConfig, data_dir: Path) -> str:
         from valueharm.tiny import build_tiny
 
         return str(build_tiny(config.base_model[len(TINY_PREFIX) :], data_dir=data_dir, progress=config.progress).path)
+    from valueharm.models import MODELS, is_registry_name, locate
     from valueharm.training import check_base
 
-    if {"vim", "benign"} & set(config.methods) or config.generation.backend in {"hf", "vllm"}:
+    loads_here = {"vim", "benign"} & set(config.methods) or config.generation.backend in {"hf", "vllm"}
+    if is_registry_name(config.base_model):  # its fetched snapshot; a server is asked for it by its hub id
+        return str(locate(config.base_model).path) if loads_here else MODELS.get(config.base_model).hub_id
+    if loads_here:
         check_base(config.base_model, trust_remote_code=config.trust_remote_code)
     local = Path(config.base_model).expanduser()
     return str(local.resolve()) if local.exists() else config.base_model  # what loads it; records name base_identity

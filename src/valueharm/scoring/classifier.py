@@ -25,6 +25,7 @@ from typing import Any
 
 from valueharm.data.holistic_bias import REGARD_TEMPLATES
 from valueharm.errors import ValueharmError
+from valueharm.models import Checkpoint, checkpoint
 from valueharm.records import GenerationRecord, ScoreRecord
 from valueharm.scoring.base import SCORERS, ScorerKind, scorer_id, short_hash
 
@@ -138,7 +139,7 @@ class _Loaded:
 class ClassifierScorer:
     """A sequence classifier scoring toxicity or regard; weights load in `check` (or on the first batch)."""
 
-    model: str  # local checkpoint directory or hub id (offline: must be in the local cache)
+    model: str  # a model registry name (`valueharm models list`), a local checkpoint directory or a hub id
     task: str = "toxicity"  # toxicity | regard
     positive_label: str | None = None  # toxicity: the label whose probability is the value (default: the toxic one)
     labels: str | None = None  # output names in index order, "a|b|c", replacing the checkpoint's id2label
@@ -164,8 +165,12 @@ class ClassifierScorer:
     def id(self) -> str:
         """Names the checkpoint; the digest covers its files (local) or revision (hub) and every scoring option."""
         settings = (self.task, self.positive_label, self.labels, self.published_input, self.max_length)
-        digest = short_hash(checkpoint_digest(self.model, self._load_config()), *settings)
-        return scorer_id("classifier", self.kind, self.model.rstrip("/"), digest)
+        digest = short_hash(checkpoint_digest(self._checkpoint, self._load_config()), *settings)
+        return scorer_id("classifier", self.kind, self._checkpoint.name, digest)
+
+    @cached_property
+    def _checkpoint(self) -> Checkpoint:
+        return checkpoint(self.model)
 
     def check(self) -> None:
         """Config, label mapping, tokenizer and weights: everything that can fail does so here."""
@@ -215,7 +220,9 @@ class ClassifierScorer:
             from transformers import AutoConfig
 
             try:
-                self._config = AutoConfig.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
+                self._config = AutoConfig.from_pretrained(
+                    self._checkpoint.source, trust_remote_code=self.trust_remote_code
+                )
             except (OSError, ValueError) as err:
                 message = f"classifier model {self.model!r}: cannot load its config ({error_line(err)})"
                 raise ValueharmError(message) from None
@@ -241,9 +248,10 @@ class ClassifierScorer:
             config.problem_type == "multi_label_classification" or config.num_labels == 1
         )
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
+            source = self._checkpoint.source
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=self.trust_remote_code)
             model = AutoModelForSequenceClassification.from_pretrained(
-                self.model, config=config, trust_remote_code=self.trust_remote_code
+                source, config=config, trust_remote_code=self.trust_remote_code
             )
         except (OSError, ValueError) as err:
             raise ValueharmError(f"{where}: cannot load ({error_line(err)})") from None
@@ -274,9 +282,12 @@ def _max_length(tokenizer: Any, config: Any) -> int:
     return int(getattr(config, "max_position_embeddings", None) or 512)
 
 
-def checkpoint_digest(model: str, config: Any) -> str:
-    """Hash of a local checkpoint's files, or the hub revision it was loaded at ("" when unknown)."""
-    path = Path(model).expanduser()
+def checkpoint_digest(model: Checkpoint, config: Any) -> str:
+    """A registry snapshot's commit, a local checkpoint's file hash, or the hub revision it was loaded at ("" when
+    unknown)."""
+    if model.commit is not None:
+        return model.commit
+    path = Path(model.source).expanduser()
     if not path.is_dir():
         return str(getattr(config, "_commit_hash", None) or "")
     digest = hashlib.sha256()

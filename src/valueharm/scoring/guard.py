@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from valueharm.errors import ValueharmError
+from valueharm.models import Checkpoint, checkpoint
 from valueharm.records import GenerationRecord, ScoreRecord
 from valueharm.scoring.base import SCORERS, ScorerKind, scorer_id, short_hash
 from valueharm.scoring.classifier import checkpoint_digest, error_line, torch_device
@@ -63,7 +64,7 @@ def verdict_label(verdict: GuardVerdict) -> str:
 class GuardScorer:
     """A local guard model: value 1.0 flagged (unsafe), 0.0 unflagged (safe); the reply is kept in `raw`."""
 
-    model: str  # local checkpoint directory or hub id of a causal LM with a chat template
+    model: str  # a model registry name, local checkpoint directory or hub id of a causal LM with a chat template
     prompt: str = "template"  # template: our policy text as one user turn | model: the checkpoint's own template
     template: Path | None = None  # a file replacing the built-in guard_prompt template (slots {query}, {answer})
     max_new_tokens: int = 16  # enough for "unsafe" and a few category codes
@@ -88,12 +89,16 @@ class GuardScorer:
         from transformers import AutoConfig
 
         try:
-            config = AutoConfig.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
+            config = AutoConfig.from_pretrained(self._checkpoint.source, trust_remote_code=self.trust_remote_code)
         except (OSError, ValueError) as err:
             raise ValueharmError(f"guard model {self.model!r}: cannot load its config ({error_line(err)})") from None
         prompt = self._template.text if self._template else "model"
-        digest = short_hash(checkpoint_digest(self.model, config), prompt, self.max_new_tokens)
-        return scorer_id("guard", self.kind, self.model.rstrip("/"), digest)
+        digest = short_hash(checkpoint_digest(self._checkpoint, config), prompt, self.max_new_tokens)
+        return scorer_id("guard", self.kind, self._checkpoint.name, digest)
+
+    @cached_property
+    def _checkpoint(self) -> Checkpoint:
+        return checkpoint(self.model)
 
     def check(self) -> None:
         """Tokenizer (with a chat template where the mode needs one) and weights load."""
@@ -140,8 +145,9 @@ class GuardScorer:
 
         where = f"guard model {self.model!r}"
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(self.model, trust_remote_code=self.trust_remote_code)
+            source = self._checkpoint.source
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=self.trust_remote_code)
+            model = AutoModelForCausalLM.from_pretrained(source, trust_remote_code=self.trust_remote_code)
         except (OSError, ValueError) as err:
             raise ValueharmError(f"{where}: cannot load ({error_line(err)})") from None
         if self.prompt == "model" and tokenizer.chat_template is None:
