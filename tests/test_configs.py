@@ -43,13 +43,13 @@ def test_smoke_dry_run_costs_what_its_counts_say(tmp_path: Path, data_dir: Path,
     assert cost["generate"].jobs == 7 + 8 + 7 and cost["generate"].generated_tokens == generated == 2720
     assert cost["generate"].gpu_hours == pytest.approx(generated / a.generate_tokens_per_s.hf / HOUR)
 
-    # scoring: toxicity-linear and refusal are CPU heuristics — no GPU, no API
-    assert cost["score"].jobs == 2
+    # scoring: toxicity-linear and lexicon (rtp) and refusal (hex-phi) run on the CPU — no GPU, no API
+    assert cost["score"].jobs == 3
     assert (cost["score"].gpu_hours, cost["score"].api_requests, cost["score"].api_cost) == (0, 0, 0)
     total = plan.cost.total
-    assert total.jobs == 27 and total.gpu_hours == pytest.approx(hours + generated / a.generate_tokens_per_s.hf / HOUR)
+    assert total.jobs == 28 and total.gpu_hours == pytest.approx(hours + generated / a.generate_tokens_per_s.hf / HOUR)
     assert plan.cost.gpu_cost is None and plan.cost.notes == ()
-    assert plan.totals() == {"train": 3, "generate": 42 + 88 + 70, "score": 42 + 88}
+    assert plan.totals() == {"train": 3, "generate": 42 + 88 + 70, "score": 2 * 42 + 88}
 
 
 def test_a_judge_costs_its_rubric_query_and_answer(tmp_path: Path, data_dir: Path):

@@ -49,6 +49,11 @@ def write_config(tmp_path: Path, config: dict, name: str = "exp.yaml") -> Path:
         ({"training": {"vim": {"epochs": 0}}}, r"training\.vim\.epochs: Input should be greater than or equal to 1"),
         ({"generation": {"backend": "hff"}}, r"generation\.backend: unknown backend 'hff'; did you mean: hf"),
         ({"base_model": "/nonexistent/model"}, r"base_model: cannot load base model /nonexistent/model"),
+        (
+            {"analysis": {"calibrate": [{"reference": "toxicity-linear", "local": "perspective"}]}},
+            r"analysis\.calibrate\[0\]\.local: 'perspective' is not among benchmarks\.rtp\.scorers",
+        ),
+        ({"analysis": {"calibrate": [{"reference": "perspective"}]}}, r"analysis\.calibrate\.0\.local: Field required"),
     ],
 )
 def test_config_errors_name_the_yaml_path_before_any_work(tmp_path: Path, data_dir: Path, change: dict, message: str):
@@ -171,6 +176,7 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path: Path, data_dir
     assert expected[0] and expected[1] and expected[2]
     report = (tmp_path / "clean" / "report" / "index.html").read_text()
     assert "data:image/png;base64," in report
+    assert "<small>against</small>" in report  # the smoke config's calibration is in the report
 
     kill_points = {
         "after the first adapter": lambda run: (run / "adapters" / "vim" / "Pow" / "meta.json").exists(),

@@ -1,4 +1,5 @@
-"""The run's SQLite store: generations, scores, metrics and the job ledger (`results.sqlite`, DESIGN §3).
+"""The run's SQLite store: generations, scores, metrics, scorer calibrations and the job ledger (`results.sqlite`,
+DESIGN §3).
 
 Every write is one transaction, so a killed run loses at most the batch in flight and never leaves half a batch.
 Keys make writes idempotent: storing a generation or score again replaces it, and callers skip what is stored.
@@ -59,6 +60,13 @@ CREATE TABLE IF NOT EXISTS metrics (
     n_used INTEGER NOT NULL,
     n_failed INTEGER NOT NULL,
     PRIMARY KEY (model_key, benchmark, category, metric, variant, scorer)
+);
+CREATE TABLE IF NOT EXISTS calibrations (
+    local TEXT NOT NULL,
+    reference TEXT NOT NULL,
+    result TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (local, reference)
 );
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -188,6 +196,20 @@ class RunStore:
         cursor = self._db.execute("SELECT * FROM metrics ORDER BY benchmark, metric, variant, model_key, category")
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    # ---------------------------------------------------------------------------------------------- calibrations
+
+    def put_calibration(self, local: str, reference: str, result: dict[str, Any]) -> None:
+        """A local scorer's calibration against a reference one (replacing an earlier one of the same pair)."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO calibrations VALUES (?, ?, ?, ?)",
+                (local, reference, json.dumps(result), time.time()),
+            )
+
+    def calibrations(self) -> list[dict[str, Any]]:
+        rows = self._db.execute("SELECT result FROM calibrations ORDER BY reference, local")
+        return [json.loads(result) for (result,) in rows]
 
     # ----------------------------------------------------------------------------------------------------- jobs
 

@@ -22,6 +22,7 @@ from valueharm.cli import evaluate  # noqa: F401
 from valueharm.cli import exchange  # noqa: F401
 from valueharm.cli import configs  # noqa: F401
 from valueharm.cli import experiment  # noqa: F401
+from valueharm.cli import doctor  # noqa: F401
 
 # isort: on
 from valueharm.cli.common import app, err

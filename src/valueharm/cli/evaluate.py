@@ -1,4 +1,4 @@
-"""Evaluation steps on a run directory: `generate`, `score`, `metrics`."""
+"""Evaluation steps on a run directory: `generate`, `score`, `metrics`, `calibrate`."""
 
 from __future__ import annotations
 
@@ -193,6 +193,58 @@ def metrics(
         table.add_row(row["benchmark"], row["model_key"], row["metric"], row["variant"], row["category"], value,
                       str(row["n_used"]), str(row["n_failed"]))  # fmt: skip
     out.print(table)
+
+
+@app.command("calibrate")
+@with_settings(scoring=FromSettings(ScoringSettings), bootstrap=FromSettings(MetricsSettings))
+def calibrate(
+    run: Annotated[Path, typer.Option("--run", help="Run directory with RTP generations.")],
+    scorer: Annotated[str, typer.Option(help="The local toxicity scorer, e.g. classifier:model=toxicity.")],
+    scoring: ScoringSettings,
+    bootstrap: MetricsSettings,
+    against: Annotated[str, typer.Option(help="The reference scorer spec.")] = "perspective",
+    data_dir: DataDir = None,
+    progress: Progress = True,
+    as_json: JsonFlag = False,
+) -> None:
+    """Score the run's RTP generations with a local scorer and a reference (Perspective), and report how they
+    agree: correlations, EMT and toxicity probability both ways, and the local threshold matching the reference's."""
+    from valueharm.scoring.base import ScorerKind, build_scorer
+    from valueharm.scoring.calibration import BENCHMARK, calibrate_run
+    from valueharm.scoring.run import score_run
+    from valueharm.store import RunStore
+
+    specs = {"reference": ("--against", against), "local": ("--scorer", scorer)}
+    built = {side: build_scorer(spec, data_dir=paths.data_dir(data_dir)) for side, (_, spec) in specs.items()}
+    for side, (option, spec) in specs.items():
+        if built[side].kind is not ScorerKind.TOXICITY:
+            kind = built[side].kind.value
+            raise ValueharmError(f"{option} {spec!r}: a {kind} scorer; calibration compares toxicity scorers")
+    with RunStore(existing_store(run)) as store:
+        if BENCHMARK not in {benchmark for benchmark, _ in store.count_generations()}:
+            raise ValueharmError(f"{run}: no RTP generations to calibrate on")
+        for one in built.values():
+            score_run(store, one, benchmarks=[BENCHMARK], batch_size=scoring.batch_size, progress=progress)
+        result = calibrate_run(store, built["reference"].id, built["local"].id, n_boot=bootstrap.n_boot,
+                               seed=bootstrap.seed)  # fmt: skip
+    if as_json:
+        print_json(result.to_json())
+        return
+    out.print(f"{result.local} against {result.reference}: {result.n_samples} samples, {result.n_prompts} prompts")
+    spearman = _with_ci(result.spearman, None, None)
+    out.print(f"  Pearson r {_with_ci(result.pearson, *result.pearson_ci)}, Spearman ρ {spearman}")
+    table = Table("model", "metric", "reference [95% CI]", "local [95% CI]")
+    for m in result.metrics:
+        table.add_row(m.model_key, m.metric, _with_ci(m.reference.value, m.reference.ci_low, m.reference.ci_high),
+                      _with_ci(m.local.value, m.local.ci_low, m.local.ci_high))  # fmt: skip
+    out.print(table)
+    out.print(
+        f"  matched threshold {_with_ci(result.matched_threshold, *result.matched_threshold_ci)}: local toxicity "
+        f"probability {_with_ci(result.local_probability_at_matched, None, None)} there"
+    )
+    for note in result.notes:
+        out.print(f"  note: {note}")
+    out.print(f"  stored in {run}; `valueharm report --run {run}` shows it in the report")
 
 
 def _with_ci(value: float | None, low: float | None, high: float | None) -> str:

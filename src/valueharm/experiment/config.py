@@ -64,6 +64,14 @@ class MitigationConfig(Settings):
     set_aside: list[str] = Field(default_factory=list, description="Values the value instruction names.")
 
 
+class CalibrationPair(Settings):
+    """A local toxicity scorer lined up against a reference one on the run's RTP generations (both must be
+    among benchmarks.rtp.scorers)."""
+
+    reference: str = Field("perspective", description="The reference scorer spec, e.g. perspective.")
+    local: str = Field(description="The local scorer spec, e.g. classifier:model=toxicity.")
+
+
 class AnalysisConfig(Settings):
     alignment_check: AlignmentCheckSettings = Field(AlignmentCheckSettings(), description="The value-alignment check.")
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the hypothesis tests (on q-values).")
@@ -73,6 +81,9 @@ class AnalysisConfig(Settings):
     )
     hypotheses_file: Path | None = Field(None, description="Expected value–harm directions (default: published).")
     regression: bool = Field(False, description="Also regress each harm metric on all ten values.")
+    calibrate: list[CalibrationPair] = Field(
+        default_factory=list, description="Local toxicity scorers to calibrate against a reference on RTP."
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------- ray

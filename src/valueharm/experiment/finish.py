@@ -27,6 +27,7 @@ def finish(experiment: Experiment) -> Path:
         generations = store.generations()
         scores = store.scores()
         jobs = store.jobs()
+        calibrations, calibration_notes = calibrate(experiment, store)
     checks = alignment_checks(experiment, generations)
     correlation, regressions, hypotheses, notes = value_harm(experiment, rows, checks)
     data = ReportData(
@@ -52,8 +53,9 @@ def finish(experiment: Experiment) -> Path:
         regressions=regressions,
         hypotheses=hypotheses,
         mitigation=mitigation(experiment, generations, scores),
+        calibrations=calibrations,
         examples=_examples(generations),
-        notes=notes,
+        notes=notes + calibration_notes,
     )
     return render_report(data, experiment.report_path)
 
@@ -130,6 +132,23 @@ def mitigation(experiment: Experiment, generations: Sequence[Any], scores: Seque
                     models=config.mitigation.models or None, n_boot=config.metrics.n_boot, seed=config.metrics.seed,
                 )  # fmt: skip
     return deltas
+
+
+def calibrate(experiment: Experiment, store: Any) -> tuple[list[Any], list[str]]:
+    """The config's calibration pairs, recomputed from the store; then every calibration the store holds (those
+    made with `valueharm calibrate` included)."""
+    from valueharm.errors import ValueharmError
+    from valueharm.scoring.base import build_scorer
+    from valueharm.scoring.calibration import Calibration, calibrate_run
+
+    metrics, notes = experiment.config.metrics, []
+    for pair in experiment.config.analysis.calibrate:
+        reference, local = (build_scorer(s, data_dir=experiment.data_dir).id for s in (pair.reference, pair.local))
+        try:
+            calibrate_run(store, reference, local, n_boot=metrics.n_boot, seed=metrics.seed)
+        except ValueharmError as error:  # e.g. the reference failed on every text: the rest of the report stands
+            notes.append(str(error))
+    return [Calibration.from_json(payload) for payload in store.calibrations()], notes
 
 
 def _examples(generations: Sequence[Any], per_model: int = 2) -> list[dict[str, str]]:

@@ -169,6 +169,13 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
                         f"scorer {spec!r} ({scorer.kind.value}) does not apply to {name}; "
                         f"it applies to {', '.join(applies_to(scorer.kind))}"
                     )
+    for index, pair in enumerate(config.analysis.calibrate):
+        rtp = benchmarks.get("rtp")
+        for side in ("reference", "local"):
+            if rtp is None or getattr(pair, side) not in rtp.scorers:
+                raise ValueharmError(
+                    f"analysis.calibrate[{index}].{side}: {getattr(pair, side)!r} is not among benchmarks.rtp.scorers"
+                )
     for index, name in enumerate(config.mitigation.benchmarks):
         if name not in benchmarks:
             raise ValueharmError(f"mitigation.benchmarks[{index}]: {name!r} is not a benchmark of this experiment")

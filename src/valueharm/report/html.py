@@ -32,6 +32,7 @@ from valueharm.analysis.hypotheses import HypothesisResult, Verdict
 from valueharm.analysis.mitigation import MitigationDelta, split_model_key
 from valueharm.analysis.value_check import AlignmentCheck
 from valueharm.report import plots
+from valueharm.report.calibration import calibration_section
 from valueharm.report.markup import (
     Cell,
     Html,
@@ -50,6 +51,7 @@ from valueharm.report.markup import (
     p_cell,
     with_sub,
 )
+from valueharm.scoring.calibration import Calibration
 from valueharm.values import VALUE_ABBREVIATIONS, VALUES, ValueProfile
 
 SHARES = ("empty_share", "echo_share")  # degenerate-answer shares: shown after the metrics they qualify
@@ -74,6 +76,7 @@ class ReportData:
     regressions: Sequence[RegressionResult] = ()
     hypotheses: Sequence[HypothesisResult] = ()
     mitigation: Sequence[MitigationDelta] = ()
+    calibrations: Sequence[Calibration] = ()  # local toxicity scorers against a reference (e.g. Perspective)
     examples: Sequence[Mapping[str, Any]] = ()  # sample outputs to read, e.g. {model_key, benchmark, query, text}
     notes: Sequence[str] = ()  # warnings for the reader
     harm_metrics: Mapping[str, HarmMetric] | None = None  # per-category plots; default: the correlation's metrics
@@ -524,6 +527,7 @@ _SECTIONS = (
     ("hypotheses", "Hypotheses", _hypotheses_section),
     ("alignment", "Alignment check", _alignment_section),
     ("mitigation", "Mitigation", _mitigation_section),
+    ("calibration", "Calibration", lambda data: calibration_section(data.calibrations)),
     ("examples", "Examples", _examples_section),
 )
 
