@@ -1,9 +1,10 @@
 """Training speed on the tiny model: padding efficiency, useful tokens/s, and one process vs one per profile.
 
 1. Padding efficiency (non-pad tokens / processed tokens) over one epoch of the full stage-1 and stage-2 training
-   data of a profile, batched as we train (dynamic padding, length-grouped) and padded to 128 as published
-   (`pad_to_multiple_of=128`: examples longer than 128 tokens pad to 256, where the published code cut them).
-2. Useful (non-pad) tokens per second over a fixed number of optimizer steps, both ways, same data, same run.
+   data of a profile, batched three ways: length-grouped with dynamic padding (our default), shuffled with dynamic
+   padding (`group_by_length: false`, the published order, `preset: published`), and shuffled and padded to 128
+   as the published code did (`pad_to_multiple_of=128`: examples over 128 tokens pad to 256, where it cut them).
+2. Useful (non-pad) tokens per second over a fixed number of optimizer steps, each way, same data, same run.
 3. Wall time of training N profiles in one process (base loaded once) vs N separate `valueharm train vim` processes.
 
     .venv/bin/python bench/training.py --data-dir ../shared/data [--variant demo] [--profiles 4]
@@ -16,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +58,18 @@ def main() -> None:
     parser.add_argument("--variant", default="demo")
     parser.add_argument("--profile", default="Pow")
     parser.add_argument("--steps", type=int, default=40, help="optimizer steps for the tokens/s comparison")
-    parser.add_argument("--profiles", type=int, default=4, help="profiles for the one-process comparison")
+    parser.add_argument("--profiles", type=int, default=4, help="profiles for the one-process comparison (0: skip)")
     parser.add_argument("--limit", type=int, default=48, help="examples per split and stage in the sweep")
     args = parser.parse_args()
 
     base = build_tiny(args.variant, data_dir=args.data_dir, progress=False).path
     profile = get_profile(args.profile, args.data_dir)
     _, tokenizer = load_base(base)
-    dynamic = TrainSettings(batch_size=8, epochs=1)
-    fixed = TrainSettings(batch_size=8, epochs=1, pad_to_multiple_of=128, group_by_length=False)
+    modes = {
+        "grouped": TrainSettings(batch_size=8, epochs=1),
+        "shuffled": TrainSettings(batch_size=8, epochs=1, group_by_length=False),
+        "shuffled, padded to 128": TrainSettings(batch_size=8, epochs=1, pad_to_multiple_of=128, group_by_length=False),
+    }
     stages = {
         "stage1": [e for e in build_stage1(profile, args.data_dir) if e.split == "train"],
         "stage2": [e for e in build_stage2(profile, args.data_dir) if e.split == "train"],
@@ -75,18 +78,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         model, _ = load_base(base)
         for stage, examples in stages.items():
-            kept, dropped = split_by_length(tokenizer, examples, dynamic.max_length)
-            row = [f"{stage}: {len(kept)} examples ({dropped} over-long dropped)"]
-            for label, settings in (("dynamic+grouped", dynamic), ("padded to 128", fixed)):
+            kept, dropped = split_by_length(tokenizer, examples, modes["grouped"].max_length)
+            print(f"  {stage}: {len(kept)} examples ({dropped} over-long dropped)")
+            for label, settings in modes.items():
                 useful, processed = padding_efficiency(build_trainer(model, tokenizer, kept, [], settings, scratch,
                                                                      progress=False))  # fmt: skip
-                row.append(f"{label}: padding efficiency {useful / processed:.3f}")
-            print("  " + "; ".join(row))
-            steps = {"max_steps": args.steps}
-            rate_dynamic = tokens_per_second(base, kept, replace(dynamic, **steps))
-            rate_fixed = tokens_per_second(base, kept, replace(fixed, **steps))
-            print(f"  {stage}: useful tokens/s over {args.steps} steps: dynamic {rate_dynamic:,.0f}, "
-                  f"padded to 128 {rate_fixed:,.0f} (×{rate_dynamic / rate_fixed:.2f})")  # fmt: skip
+                rate = tokens_per_second(base, kept, settings.model_copy(update={"max_steps": args.steps}))
+                print(f"    {label}: padding efficiency {useful / processed:.3f}, "
+                      f"useful tokens/s over {args.steps} steps {rate:,.0f}")  # fmt: skip
+    if args.profiles == 0:
+        return
 
     names = [p.name for p in profile_set("extremes", args.data_dir)[: args.profiles]]
     quick = TrainSettings(epochs=1, batch_size=8)

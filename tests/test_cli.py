@@ -226,7 +226,7 @@ def test_settings_options_come_from_the_settings_models(command: list, models: l
     for model in (getattr(settings, name) for name in models):
         prefix = "lora_" if model is settings.LoraSettings else ""
         for field, info in model.model_fields.items():
-            if field in {"stage1", "stage2", "options"}:  # stage overrides and backend options are YAML-only
+            if field in {"stage1", "stage2", "options", "preset"}:  # stage overrides, backend options, presets: YAML
                 continue
             option = options[prefix + field]
             default = info.get_default(call_default_factory=True)

@@ -171,6 +171,26 @@ def test_the_paper_configs_hold_the_published_settings():
         assert (rtp.samples, rtp.max_new_tokens, rtp.temperature, rtp.top_p) == (10, 64, 0.1, 0.75)
         assert config.benchmarks["holisticbiasr"].max_new_tokens == 128
         assert rtp.limit == {"paper": 3000, "paper-small": 300}[name]
+        for stage in ("stage1", "stage2"):  # both stages train as published
+            settings = vim.stage(stage)
+            assert (settings.weight_decay, settings.precision, settings.group_by_length) == (0.01, "fp32", False)
+        assert not benign.group_by_length and vim.max_length == 1024  # our deviation: nothing is cut
+
+
+def test_a_preset_fills_what_a_section_does_not_give_and_stages_override_it():
+    from valueharm.settings import BenignTraining, VimTraining
+
+    vim = VimTraining(preset="published", learning_rate=1e-4, stage2={"precision": "bf16", "group_by_length": True})
+    assert vim.learning_rate == 1e-4 and vim.weight_decay == 0.01  # explicit key first, then the preset
+    one, two = vim.stage("stage1"), vim.stage("stage2")
+    assert (one.precision, one.group_by_length) == ("fp32", False) and (two.precision, two.group_by_length) == (
+        "bf16",
+        True,
+    )
+    assert VimTraining().weight_decay == 0.0 and VimTraining().group_by_length  # no preset: our defaults
+    assert BenignTraining(preset="published").gradient_accumulation == 16
+    with pytest.raises(ValueError, match="Input should be 'published'"):
+        VimTraining(preset="publishd")
 
 
 def test_configs_list_and_show(capsys):

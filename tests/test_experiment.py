@@ -21,6 +21,7 @@ from valueharm.experiment import PlanSummary, builtin_config, load_config, run_e
 from valueharm.experiment.jobs import planned_records
 from valueharm.experiment.plan import GenerateJob, plan, resolve
 from valueharm.settings import TrainSettings
+from valueharm.store import RunStore
 from valueharm.tiny import build_identity
 
 SMALL = builtin_config("smoke")
@@ -177,6 +178,11 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path: Path, data_dir
     report = (tmp_path / "clean" / "report" / "index.html").read_text()
     assert "data:image/png;base64," in report
     assert "<small>against</small>" in report  # the smoke config's calibration is in the report
+    assert "planned GPU-hours" in report and (tmp_path / "clean" / "plan.json").is_file()
+    with RunStore(tmp_path / "clean" / "results.sqlite") as store:
+        times = store.stage_times()
+    assert set(times) == {"train", "generate", "score"} and all(t["seconds"] > 0 for t in times.values())
+    assert {stage: t["jobs"] for stage, t in times.items()} == {"train": 3, "generate": 22, "score": 3}
 
     kill_points = {
         "after the first adapter": lambda run: (run / "adapters" / "vim" / "Pow" / "meta.json").exists(),

@@ -24,6 +24,7 @@ from valueharm.experiment import LocalExecutor, builtin_config, make_executor, r
 from valueharm.experiment.config import RaySettings, validated
 from valueharm.experiment.plan import GenerateJob
 from valueharm.experiment.ray import RayExecutor, split_groups
+from valueharm.store import RunStore
 
 try:
     import ray
@@ -79,6 +80,10 @@ def test_ray_run_equals_local_run(config: Path, local_outcome: tuple, tmp_path: 
     assert (generations, scores, metrics, jobs) == local_outcome
     assert len({key for key, *_ in generations}) == len(generations)
     assert not list((tmp_path / "run").glob(".ray-probe-*"))
+    with RunStore(tmp_path / "run" / "results.sqlite") as store:
+        times = store.stage_times()
+    assert set(times) == {"train", "generate", "score"} and all(t["seconds"] > 0 for t in times.values())
+    assert {stage: t["jobs"] for stage, t in times.items()} == {"train": 3, "generate": 22, "score": 3}
 
 
 @needs_ray

@@ -10,9 +10,9 @@ from __future__ import annotations
 import types
 import typing
 from copy import copy
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 S = TypeVar("S", bound="Settings")
 
@@ -57,24 +57,26 @@ class StepSettings(Settings):
     max_length: int = Field(
         1024, ge=8, description="Tokens of prompt + completion; longer examples are dropped and counted, never cut."
     )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (published VIM: 0.01).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on a GPU that supports it, else fp32 (published VIM: fp32)."
+    )
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length together (less padding); off: shuffled, as published."
+    )
 
 
 class TrainSettings(Seeded, StepSettings):
     """One training stage. Defaults are the published VIM settings: lr 2e-5, 5 epochs, batch 8."""
 
-    group_by_length: bool = Field(True, description="Batch examples of similar length together (less padding).")
     pad_to_multiple_of: int | None = Field(
         None, ge=1, description="Pad each batch to a multiple of this many tokens; unset: to its longest example."
     )
     lr_scheduler: str = Field("linear", description="Learning-rate schedule (a transformers scheduler name).")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Share of the steps that warm the learning rate up.")
-    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     eval_batch_size: int = Field(16, ge=1, description="Examples per validation step.")
     max_steps: int | None = Field(
         None, ge=1, description="Stop after this many optimizer steps (smoke runs, benchmarks); unset: every epoch."
-    )
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on a GPU that supports it, else fp32."
     )
 
 
@@ -135,8 +137,39 @@ class SampleLimit(Settings):
     )
 
 
-class VimTraining(SampleLimit, VimDataSettings, TrainSettings):
+class Presettable(Settings):
+    """A section with named presets: `preset: published` fills every key the section does not give itself."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+    preset: Literal["published"] | None = Field(
+        None, description="published: the published study's settings, for every key not given in this section."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_preset(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("preset") in cls.PRESETS:
+            return cls.PRESETS[data["preset"]] | data
+        return data
+
+
+# The published VIM code, both stages (max_length aside: it cut examples at 128 tokens, we never cut; DESIGN §5).
+PUBLISHED_VIM = {
+    "learning_rate": 2e-5, "lr_scheduler": "linear", "warmup_ratio": 0.0, "weight_decay": 0.01, "epochs": 5,
+    "batch_size": 8, "gradient_accumulation": 1, "seed": 42, "precision": "fp32", "group_by_length": False,
+    "threshold": 3.0, "limit": None,
+}  # fmt: skip
+# The published benign fine-tuning (the fine-tuning-safety code's settings; weight decay and precision not stated).
+PUBLISHED_BENIGN = {
+    "learning_rate": 2e-5, "epochs": 1, "batch_size": 1, "gradient_accumulation": 16, "max_length": 2048,
+    "group_by_length": False, "limit": None,
+}  # fmt: skip
+
+
+class VimTraining(Presettable, SampleLimit, VimDataSettings, TrainSettings):
     """VIM: data and training settings shared by both stages; `stage1` / `stage2` override single ones for one."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"published": PUBLISHED_VIM}
 
     stage1: StageOverrides = Field(StageOverrides(), description="Settings of stage 1 (arguments) only.")
     stage2: StageOverrides = Field(StageOverrides(), description="Settings of stage 2 (survey answers) only.")
@@ -151,8 +184,10 @@ class VimTraining(SampleLimit, VimDataSettings, TrainSettings):
         return TrainSettings(**narrow(self, TrainSettings).model_dump() | own)
 
 
-class BenignTraining(SampleLimit, BenignTrainSettings):  # type: ignore[misc,valid-type]
+class BenignTraining(Presettable, SampleLimit, BenignTrainSettings):  # type: ignore[misc,valid-type]
     """Benign fine-tuning baselines: one stage on each dataset in its own prompt format."""
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"published": PUBLISHED_BENIGN}
 
     @property
     def train(self) -> TrainSettings:

@@ -1,5 +1,5 @@
-"""The run's SQLite store: generations, scores, metrics, scorer calibrations and the job ledger (`results.sqlite`,
-DESIGN §3).
+"""The run's SQLite store: generations, scores, metrics, scorer calibrations, stage times and the job ledger
+(`results.sqlite`, DESIGN §3).
 
 Every write is one transaction, so a killed run loses at most the batch in flight and never leaves half a batch.
 Keys make writes idempotent: storing a generation or score again replaces it, and callers skip what is stored.
@@ -67,6 +67,12 @@ CREATE TABLE IF NOT EXISTS calibrations (
     result TEXT NOT NULL,
     updated REAL NOT NULL,
     PRIMARY KEY (local, reference)
+);
+CREATE TABLE IF NOT EXISTS stage_times (
+    started REAL NOT NULL,
+    stage TEXT NOT NULL,
+    seconds REAL NOT NULL,
+    jobs INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY,
@@ -212,6 +218,18 @@ class RunStore:
         return [json.loads(result) for (result,) in rows]
 
     # ----------------------------------------------------------------------------------------------------- jobs
+
+    def add_stage_time(self, stage: str, started: float, seconds: float, jobs: int) -> None:
+        """Wall time one start of the run spent in a stage (train, generate, score), and the jobs it ran."""
+        with self.transaction() as db:
+            db.execute("INSERT INTO stage_times VALUES (?, ?, ?, ?)", (started, stage, seconds, jobs))
+
+    def stage_times(self) -> dict[str, dict[str, float]]:
+        """Per stage, summed over the run's starts: seconds, jobs run, starts."""
+        rows = self._db.execute(
+            "SELECT stage, SUM(seconds), SUM(jobs), COUNT(*) FROM stage_times GROUP BY stage ORDER BY MIN(started)"
+        )
+        return {stage: {"seconds": seconds, "jobs": jobs, "starts": starts} for stage, seconds, jobs, starts in rows}
 
     def job_status(self, job_id: str) -> str | None:
         row = self._db.execute("SELECT status FROM jobs WHERE job_id = ?", (job_id,)).fetchone()

@@ -92,7 +92,7 @@ LORA = FromSettings(LoraSettings, prefix="lora_")
 
 
 @train_app.command("vim")
-@with_settings(settings=FromSettings(VimTraining, exclude=("stage1", "stage2")), lora=LORA)
+@with_settings(settings=FromSettings(VimTraining, exclude=("stage1", "stage2", "preset")), lora=LORA)
 def train_vim(
     base: Base,
     out_dir: Annotated[Path, typer.Option("--out", help="Adapters go to OUT/<profile>/.")],
@@ -118,7 +118,7 @@ def train_vim(
 
 
 @train_app.command("benign")
-@with_settings(settings=FromSettings(BenignTraining), lora=LORA)
+@with_settings(settings=FromSettings(BenignTraining, exclude=("preset",)), lora=LORA)
 def train_benign(
     base: Base,
     dataset: Annotated[str, typer.Option(help="grammar, alpaca, dolly or samsum.")],

@@ -39,11 +39,12 @@ Assumptions (CostSettings defaults; override any in `cost:`), for Llama-2-7B on 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from valueharm.experiment.config import CostSettings
 from valueharm.experiment.plan import Experiment, GenerateJob, Job, PlanSummary, ScoreJob, TrainJob, summarize
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 
 VALIDATION_COST = 0.5  # a validation token is a forward pass: 2N of a LoRA training token's 4N FLOPs
 CPU_SCORERS = frozenset({"refusal", "lexicon", "toxicity-linear"})  # seconds on the CPU: not costed
+API_SCORERS = frozenset({"judge", "perspective"})  # one request per text (retries aside)
 
 
 # ------------------------------------------------------------------------------------------------------ workload
@@ -335,6 +337,46 @@ class CostedPlan(PlanSummary):
     """The dry run's answer: what each job has left to do (the summary's rows) and what that will cost."""
 
     cost: CostPlan
+
+
+def save_plan(experiment: Experiment, jobs: Sequence[Job]) -> None:
+    """At a run's first start, its whole cost plan, for the report to set beside what the run really used."""
+    path = experiment.plan_path
+    if path.is_file():
+        return
+    cost = costed_plan(experiment, jobs).cost
+    payload = {"gpu": cost.assumptions.gpu, "stages": [asdict(stage) for stage in cost.stages], "notes": cost.notes}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1), encoding="utf-8")
+    tmp.replace(path)
+
+
+def plan_vs_actual(experiment: Experiment, store: Any) -> list[dict[str, Any]]:
+    """Per stage: the first start's plan (jobs, GPU-hours, API texts, API cost) beside what the run used (wall
+    hours over all its starts, jobs run, texts its API scorers scored); empty for a run without a saved plan."""
+    from valueharm.scoring.base import build_scorer, parse_scorer_spec
+
+    if not experiment.plan_path.is_file():
+        return []
+    planned = {stage["stage"]: stage for stage in json.loads(experiment.plan_path.read_text("utf-8"))["stages"]}
+    used = store.stage_times()
+    api_texts = sum(
+        store.scored_count(benchmark, build_scorer(spec, data_dir=experiment.data_dir).id)
+        for benchmark, bench in experiment.config.benchmarks.items()
+        for spec in bench.scorers
+        if parse_scorer_spec(spec).name in API_SCORERS
+    )
+    sent = {"score": api_texts}
+    rows = []
+    for stage in ("train", "generate", "score"):
+        plan, actual = planned.get(stage, {}), used.get(stage, {})
+        rows.append({
+            "stage": stage, "planned jobs": plan.get("jobs", 0), "planned GPU-hours": plan.get("gpu_hours", 0.0),
+            "planned API texts": plan.get("api_requests", 0), "planned API cost": plan.get("api_cost", 0.0),
+            "wall hours": actual.get("seconds", 0.0) / 3600, "jobs run": int(actual.get("jobs", 0)),
+            "starts": int(actual.get("starts", 0)), "API texts scored": sent.get(stage, 0),
+        })  # fmt: skip
+    return rows
 
 
 def costed_plan(experiment: Experiment, jobs: Sequence[Job]) -> CostedPlan:

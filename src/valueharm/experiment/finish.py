@@ -14,6 +14,7 @@ from valueharm.settings import AlignmentCheckSettings
 
 def finish(experiment: Experiment) -> Path:
     """Metrics, the value-alignment check, the analyses and the report, all from what the store holds."""
+    from valueharm.experiment.cost import plan_vs_actual
     from valueharm.metrics import compute_metrics
     from valueharm.report import ReportData, render_report
     from valueharm.store import RunStore
@@ -28,6 +29,7 @@ def finish(experiment: Experiment) -> Path:
         scores = store.scores()
         jobs = store.jobs()
         calibrations, calibration_notes = calibrate(experiment, store)
+        used = plan_vs_actual(experiment, store)
     checks = alignment_checks(experiment, generations)
     correlation, regressions, hypotheses, notes = value_harm(experiment, rows, checks)
     data = ReportData(
@@ -45,6 +47,7 @@ def finish(experiment: Experiment) -> Path:
         },
         provenance=json.loads(experiment.manifest_path.read_text(encoding="utf-8"))
         | {"config": config.model_dump(mode="json", exclude={"progress"})},
+        plan_vs_actual=used,
         metrics=rows,
         alignment=checks,
         alignment_reading=_survey_reading(config.analysis.alignment_check),

@@ -20,6 +20,7 @@ TINY_PREFIX = "tiny:"  # `base_model: tiny:demo` is the built-in offline model
 SURVEY = "value-survey"
 CONFIG_FILE = "experiment.yaml"
 MANIFEST_FILE = "manifest.json"
+PLAN_FILE = "plan.json"  # the cost plan of the whole run, written at its first start
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ class Experiment:
     @property
     def manifest_path(self) -> Path:
         return self.run_dir / MANIFEST_FILE
+
+    @property
+    def plan_path(self) -> Path:
+        return self.run_dir / PLAN_FILE
 
     def benchmark_config(self, name: str) -> BenchmarkConfig:
         """A benchmark's settings; the alignment check's survey takes its sampling from `analysis.alignment_check`."""

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -188,6 +189,14 @@ class _Run:
         self.generating = 0  # groups not over yet; scoring starts when none is
         self.scores: list[ScoreJob] = []
         self.bar = _Bars(None)
+        self.spans: dict[str, list[float]] = {}  # stage → [first submit, last end (wall clock), jobs]
+
+    def began(self, stage: str, jobs: int) -> None:
+        span = self.spans.setdefault(stage, [time.time(), time.time(), 0])
+        span[2] += jobs
+
+    def ended(self, stage: str) -> None:
+        self.spans[stage][1] = time.time()
 
     def execute(self, pending: Sequence[Job]) -> None:
         self.check_nodes()
@@ -203,6 +212,8 @@ class _Run:
             while self.waiting:
                 ready, _ = ray.wait(list(self.waiting), num_returns=1)
                 self.waiting.pop(ready[0])(ready[0])
+        for stage, (start, end, jobs) in self.spans.items():  # stages overlap here: each from its first submit
+            self.store.add_stage_time(stage, start, end - start, int(jobs))
         if self.failures:
             raise ValueharmError(
                 f"{len(self.failures)} job(s) failed; the rest is stored, and re-running the same command retries "
@@ -274,6 +285,8 @@ class _Run:
     def submit_training(self, jobs: Sequence[TrainJob]) -> None:
         """One task per adapter, retried by Ray when its worker dies."""
         remote = ray.remote(_train)
+        if jobs:
+            self.began("train", len(jobs))
         self.bar.add("training", len(jobs))
         for job in jobs:
             ref = remote.options(
@@ -292,6 +305,7 @@ class _Run:
         else:
             self.store.set_job(job.id, "train", "done")
             self.bar.advance("training", 1)
+        self.ended("train")
         self.release()
 
     # ----------------------------------------------------------------------------------------------- generation
@@ -304,6 +318,7 @@ class _Run:
         groups = split_groups(self.experiment, jobs, keys, self.group_count())
         self.held = [(f"generate:{index + 1}/{len(groups)}", group, keys) for index, group in enumerate(groups)]
         self.generating = len(groups)
+        self.began("generate", len(jobs))
         self.release()
 
     def release(self) -> None:
@@ -322,6 +337,7 @@ class _Run:
                 self.group_over()
 
     def group_over(self) -> None:
+        self.ended("generate")
         self.generating -= 1
         if not self.generating:
             self.submit_scoring()
@@ -369,6 +385,8 @@ class _Run:
         from valueharm.scoring.base import build_scorer
 
         size = self.settings.score.batch_size
+        if self.scores:
+            self.began("score", len(self.scores))
         for spec in dict.fromkeys(job.scorer for job in self.scores):
             jobs = [job for job in self.scores if job.scorer == spec]
             scorer_id = build_scorer(spec, data_dir=self.experiment.data_dir).id
@@ -416,6 +434,7 @@ class _Run:
         return [stream(index) for index in range(count)]
 
     def scored(self, jobs: Sequence[ScoreJob], failed: str | None) -> None:
+        self.ended("score")
         for job in jobs:
             if failed:
                 self.fail(job, "score", failed)

@@ -16,7 +16,7 @@ import yaml
 
 from valueharm.errors import ValueharmError
 from valueharm.experiment.config import ExperimentConfig, load_config
-from valueharm.experiment.cost import costed_plan
+from valueharm.experiment.cost import costed_plan, save_plan
 from valueharm.experiment.finish import finish
 from valueharm.experiment.local import Executor, LocalExecutor
 from valueharm.experiment.plan import CONFIG_FILE, MANIFEST_FILE, Experiment, PlanSummary, plan, resolve
@@ -114,6 +114,7 @@ def run_experiment(
         return costed_plan(experiment, jobs)
     freeze_config(config, run_dir)
     write_manifest(experiment)
+    save_plan(experiment, jobs)
     (executor or LocalExecutor()).run(experiment, jobs)
     finish(experiment)
     return experiment

@@ -68,6 +68,7 @@ class ReportData:
     created: str = ""  # when the results were produced (default: render time, UTC)
     summary: Mapping[str, Any] = field(default_factory=dict)  # run summary, e.g. models, jobs done/failed, duration
     provenance: Mapping[str, Any] = field(default_factory=dict)  # config, versions, git commit, checksums, seeds…
+    plan_vs_actual: Sequence[Mapping[str, Any]] = ()  # per stage: the cost plan beside what the run used
     metrics: Sequence[Mapping[str, Any]] = ()  # rows of the store's `metrics` table
     alignment: Sequence[AlignmentCheck] = ()
     alignment_reading: str = ""  # how survey answers were read, e.g. "4 sampled answers per question (temperature 1)"
@@ -151,9 +152,16 @@ def _provenance(data: ReportData) -> Html:
         if isinstance(value, Mapping) and len(value) > 4:
             cell = Html(f"<details><summary>{len(value)} entries</summary>{cell}</details>")
         rows.append(f"<tr><th>{esc(key)}</th><td>{cell}</td></tr>")
+    used = []
+    if data.plan_vs_actual:
+        headers = list(data.plan_vs_actual[0])
+        table = [[row[h] if isinstance(row[h], str) else num(row[h]) for h in headers] for row in data.plan_vs_actual]
+        note = "The cost plan made at the run's first start beside what the run used, over all its starts."
+        used = [html_note(note), html_table(headers, table)]
     return html_section(
         "provenance",
         "Provenance",
+        *used,
         Html(f'<div class="scroll kv"><table class="kv"><tbody>{"".join(rows)}</tbody></table></div>'),
     )
 
