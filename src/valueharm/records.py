@@ -25,10 +25,13 @@ class SamplingParams:
     max_new_tokens: int = 64
     stop: tuple[str, ...] = ()  # the same stop rules for every method compared on a benchmark
     seed: int = 0
+    chat: str | None = None  # None: the prompt is raw text; "system" / "user": a conversation (valueharm.chat)
 
     def __post_init__(self) -> None:
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.max_new_tokens < 1:
             raise ValueharmError(f"sampling parameters out of range: {self}")
+        if self.chat not in CHAT_MODES:
+            raise ValueharmError(f"params.chat must be one of system, user or null, got {self.chat!r:.60}")
         object.__setattr__(self, "stop", tuple(self.stop))
 
     @classmethod
@@ -52,6 +55,7 @@ class SamplingParams:
         return self.temperature == 0
 
 
+CHAT_MODES = (None, "system", "user")
 _PARAM_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "temperature": ((int, float), "a number"),
     "top_p": ((int, float), "a number"),
@@ -67,7 +71,10 @@ def generation_key(**identity: Any) -> str:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, SamplingParams):
-        return asdict(value)
+        fields_ = asdict(value)
+        if fields_["chat"] is None:  # so keys of raw-text prompts are those made before chat existed
+            del fields_["chat"]
+        return fields_
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -108,8 +108,32 @@ def base_identity(base: str | Path) -> str:
     return build_identity(path) or snapshot_identity(path) or str(path.resolve())
 
 
-def _tokenized_length(tokenizer: Any, example: PromptCompletion) -> int:
-    """Tokens of prompt + completion + end-of-sequence, as the trainer will see them."""
+@dataclass(frozen=True)
+class ChatExample:
+    """An example for a chat base: a user turn and an assistant turn (TRL's conversational prompt-completion
+    format), which the trainer renders with the model's chat template; the loss is on the assistant turn only."""
+
+    prompt: list[dict[str, str]]
+    completion: list[dict[str, str]]
+
+
+def as_chat(example: PromptCompletion) -> ChatExample:
+    return ChatExample(
+        [{"role": "user", "content": example.prompt.strip()}],
+        [{"role": "assistant", "content": example.completion.strip()}],
+    )
+
+
+def _chat_job(job: AdapterJob) -> AdapterJob:
+    stages = [(name, list(map(as_chat, train)), list(map(as_chat, valid)), s) for name, train, valid, s in job.stages]
+    return replace(job, stages=stages, meta={**job.meta, "chat": True})
+
+
+def _tokenized_length(tokenizer: Any, example: PromptCompletion | ChatExample) -> int:
+    """Tokens of prompt + completion + end-of-sequence (or of the rendered conversation), as the trainer sees them."""
+    if isinstance(example, ChatExample):
+        messages = example.prompt + example.completion
+        return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
     return len(tokenizer(example.prompt + example.completion)["input_ids"]) + 1
 
 
@@ -338,8 +362,10 @@ def train_adapters(
     trust_remote_code: bool = False,
     progress: bool = True,
     loaded: tuple[Any, Any] | None = None,
+    chat: bool = False,
 ) -> list[AdapterResult]:
-    """Train each job's adapter on one loaded base: a fresh adapter per job, the base's weights untouched.
+    """Train each job's adapter on one loaded base: a fresh adapter per job, the base's weights untouched. With
+    `chat`, each example is a user and an assistant turn in the base's chat template (valueharm.chat).
 
     A job whose directory already holds a complete adapter is skipped, so a sweep resumes where it stopped. Each
     adapter is written to a temporary directory and renamed into place, so a killed run never leaves a directory
@@ -356,6 +382,8 @@ def train_adapters(
     for job in pending:
         _check_writable(job.path.parent)
     model, tokenizer = loaded or load_base(base, trust_remote_code=trust_remote_code)
+    if chat:
+        pending = [_chat_job(job) for job in pending]
     lora_config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from valueharm import chat
 from valueharm.errors import ValueharmError
 from valueharm.generation.base import (
     BACKENDS,
@@ -157,7 +158,12 @@ class HFBackend:
     def _run(self, batch: Sequence[GenerationRequest], params: SamplingParams) -> list[Completion]:
         from transformers import LogitsProcessorList
 
-        inputs = self.tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True).to(self.device)
+        if params.chat:  # conversations, rendered by the model's template, which carries the special tokens
+            texts = [chat.render(self.tokenizer, r.prompt) for r in batch]
+            inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        else:
+            inputs = self.tokenizer([r.prompt for r in batch], return_tensors="pt", padding=True)
+        inputs = inputs.to(self.device)
         extra: dict[str, Any] = {}
         adapter = batch[0].adapter  # generate() batches one adapter at a time
         if not params.greedy:
@@ -175,8 +181,8 @@ class HFBackend:
                 top_k=None,
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        return [Completion(r.key, apply_stop(text, params.stop)) for r, text in zip(batch, texts, strict=True)]
+        outputs = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        return [Completion(r.key, apply_stop(text, params.stop)) for r, text in zip(batch, outputs, strict=True)]
 
     def _serving(self, adapter: str | None) -> contextlib.AbstractContextManager[Any]:
         """The model as `adapter` (None: the base alone)."""

@@ -11,6 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from valueharm import chat
 from valueharm.errors import ValueharmError
 from valueharm.generation.base import BACKENDS, Completion, GenerationRequest, apply_stop, request_seed
 from valueharm.openai_client import Call, EndpointConfig, OpenAIClient
@@ -19,7 +20,8 @@ SEED_MASK = (1 << 31) - 1  # some servers (llama.cpp) keep a 32-bit seed; 31 bit
 
 
 class OpenAIBackend:
-    """Sends each request as one call: on the chat API the prompt is one user message, on completions it is raw."""
+    """Sends each request as one call: on the chat API a raw prompt is one user message and a chat prompt its
+    conversation; on completions a raw prompt goes as it is (a chat prompt needs the chat API)."""
 
     name = "openai"
 
@@ -74,9 +76,11 @@ class OpenAIBackend:
     def _call(self, index: int, request: GenerationRequest) -> Call:
         """SamplingParams one-to-one; the seed is the request's own, so repeated samples of one prompt differ."""
         params = request.params
+        conversation = chat.decode(request.prompt) if params.chat else None  # the server applies its template
         return Call(
             tag=index,
-            prompt=request.prompt,
+            prompt=None if conversation else request.prompt,
+            messages=conversation,
             model=self.config.model if request.adapter is None else self.adapter_models[request.adapter],
             temperature=params.temperature,
             top_p=params.top_p,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from valueharm import chat
 from valueharm.errors import ValueharmError
 from valueharm.generation.base import (
     BACKENDS,
@@ -133,10 +134,16 @@ def plan_chunks(
 
 
 def build_batch(
-    chunk: Sequence[GenerationRequest], loras: Mapping[str, Any], sampling_cls: Any
-) -> tuple[list[str], list[Any], list[Any]]:
-    """The three parallel lists of one `llm.generate` call: prompts, sampling params and LoRA requests."""
-    prompts = [r.prompt for r in chunk]
+    chunk: Sequence[GenerationRequest], loras: Mapping[str, Any], sampling_cls: Any, tokenizer: Any = None
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """The three parallel lists of one `llm.generate` call: prompts, sampling params and LoRA requests. A chat
+    request goes as token ids of its conversation rendered by the model's template (so no second BOS is added)."""
+    prompts: list[Any] = [
+        {"prompt_token_ids": tokenizer(chat.render(tokenizer, r.prompt), add_special_tokens=False)["input_ids"]}
+        if r.params.chat
+        else r.prompt
+        for r in chunk
+    ]
     sampling = [sampling_cls(**sampling_kwargs(r.params, r.key)) for r in chunk]
     lora = [None if r.adapter is None else loras[r.adapter] for r in chunk]
     return prompts, sampling, lora
@@ -148,7 +155,8 @@ def generate_chunk(
     """One engine call for the chunk. vLLM rejects a whole call for one bad request (e.g. a prompt longer than
     the model's context), so then each request runs alone and a rejected one becomes a Completion with its error.
     """
-    prompts, sampling, lora = build_batch(chunk, loras, sampling_cls)
+    tokenizer = llm.get_tokenizer() if any(r.params.chat for r in chunk) else None
+    prompts, sampling, lora = build_batch(chunk, loras, sampling_cls, tokenizer)
     try:
         outputs = llm.generate(prompts, sampling, lora_request=lora, use_tqdm=False)
     except ValueError as exc:

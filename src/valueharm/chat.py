@@ -1,0 +1,96 @@
+"""Chat (instruct) base models: prompts as conversations rendered by the tokenizer's own chat template.
+
+With `chat` on, every prompt is a conversation instead of raw text: the method's instructions (the ICL preamble,
+mitigation instructions) as the system turn where the template has one, else put before the user's text in the
+user turn; the benchmark text as the user turn. A generation record's `prompt` then holds the conversation as JSON
+and its `params.chat` says which of the two ("system" or "user"); each backend renders it its own way — the
+tokenizer's template for hf and vllm, the server's for the OpenAI chat API. Training examples become a user turn and
+an assistant turn, with the loss on the assistant turn only.
+
+`chat: auto` decides per base: a registry name by its role (`valueharm models list`), a tiny build never (a base
+pretrained on plain text; its template is for tests of guard models), any other model when its tokenizer has a
+chat template.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from valueharm.errors import ValueharmError
+
+ChatSetting = Literal["auto"] | bool
+SYSTEM, USER = "system", "user"  # where the instructions went: params.chat
+_PROBE = "valueharm-system-probe"
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def resolve_chat(setting: ChatSetting, base: str | Path, tokenizer: Any) -> bool:
+    """Whether prompts go to this base as conversations (see the module docstring for `auto`)."""
+    from valueharm.models import MODELS, is_registry_name, snapshot_identity
+    from valueharm.tiny import build_identity
+
+    if setting is not True and setting is not False and setting != "auto":
+        raise ValueharmError(f"chat: expected auto, true or false, got {setting!r}")
+    if setting is True and not has_chat_template(tokenizer):
+        raise ValueharmError(f"chat: true, but the tokenizer of {base} has no chat template")
+    if setting != "auto":
+        return bool(setting)
+    if is_registry_name(str(base)):
+        return MODELS.get(str(base)).role == "chat base"
+    path = Path(base).expanduser()
+    if path.is_dir() and build_identity(path):
+        return False
+    if path.is_dir() and (identity := snapshot_identity(path)):
+        hub_id = identity.split("@", 1)[0]
+        roles = {entry.hub_id: entry.role for _, entry in MODELS.items()}
+        if hub_id in roles:
+            return roles[hub_id] == "chat base"
+    return has_chat_template(tokenizer)
+
+
+def has_system_turn(tokenizer: Any) -> bool:
+    """Whether the template renders a system turn (some, e.g. Gemma's, refuse one or drop it)."""
+    messages = [{"role": SYSTEM, "content": _PROBE}, {"role": USER, "content": "hi"}]
+    try:
+        return _PROBE in tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception:  # templates raise their own errors (jinja's raise_exception) for a role they refuse
+        return False
+
+
+def conversation(instructions: str, text: str, *, system_turn: bool) -> tuple[list[dict[str, str]], str]:
+    """The messages for one prompt, and where the instructions went (params.chat)."""
+    if not instructions.strip():
+        return [{"role": USER, "content": text}], USER
+    if system_turn:
+        return [{"role": SYSTEM, "content": instructions.strip()}, {"role": USER, "content": text}], SYSTEM
+    return [{"role": USER, "content": instructions.strip() + "\n\n" + text}], USER
+
+
+def encode(messages: Sequence[dict[str, str]]) -> str:
+    """A conversation as a record's `prompt`."""
+    return json.dumps(list(messages), ensure_ascii=False)
+
+
+def decode(prompt: str) -> list[dict[str, str]]:
+    """A record's `prompt` back as messages; an error names what is wrong (imported records may hold anything)."""
+    try:
+        messages = json.loads(prompt)
+    except json.JSONDecodeError:
+        raise ValueharmError(f"a chat prompt must be a JSON list of messages, got {prompt[:60]!r}") from None
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages
+    ):
+        raise ValueharmError(f"a chat prompt must be a list of {{role, content}} messages, got {prompt[:60]!r}")
+    return messages
+
+
+def render(tokenizer: Any, prompt: str) -> str:
+    """A chat record's prompt as the model's input text, ready for the assistant's turn. Tokenize it without
+    adding special tokens: the template already has them."""
+    return tokenizer.apply_chat_template(decode(prompt), tokenize=False, add_generation_prompt=True)
