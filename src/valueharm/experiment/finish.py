@@ -22,7 +22,8 @@ def finish(experiment: Experiment) -> Path:
     config = experiment.config
     metadata = {item.item_id: item.metadata for items in experiment.benchmark_items.values() for item in items}
     with RunStore(experiment.store_path) as store:
-        compute_metrics(store, metadata, seed=config.metrics.seed, n_boot=config.metrics.n_boot)
+        compute_metrics(store, metadata, seed=config.metrics.seed, n_boot=config.metrics.n_boot,
+                        published_bias_score=config.metrics.published_bias_score)  # fmt: skip
         rows = store.metrics()
         generations = store.generations()
         scores = store.scores()
