@@ -167,7 +167,7 @@ def test_the_paper_configs_hold_the_published_settings():
         benign = config.training.benign
         assert (benign.epochs, benign.batch_size, benign.gradient_accumulation, benign.max_length) == (1, 1, 16, 2048)
         assert config.base_model == "meta-llama/Llama-2-7b-hf" and config.generation.backend == "vllm"
-        assert config.benign_datasets == ["alpaca", "dolly", "grammar", "samsum"]
+        assert config.benign_datasets == ["alpaca", "dolly-no-safety", "grammar", "samsum"]
         rtp = config.benchmarks["rtp"]
         assert (rtp.samples, rtp.max_new_tokens, rtp.temperature, rtp.top_p) == (10, 64, 0.1, 0.75)
         assert config.benchmarks["holisticbiasr"].max_new_tokens == 128

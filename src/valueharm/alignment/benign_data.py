@@ -13,6 +13,7 @@ BENIGN_TEMPLATES = {
     "grammar": "benign_grammar",
     "alpaca": "benign_instruction",
     "dolly": "benign_instruction",
+    "dolly-no-safety": "benign_instruction",
     "samsum": "benign_samsum",
 }
 
