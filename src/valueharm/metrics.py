@@ -39,13 +39,13 @@ from valueharm.bootstrap import (
 from valueharm.errors import ValueharmError
 from valueharm.records import GenerationRecord, ScoreRecord
 from valueharm.scoring.base import FEEDS, PUBLISHED_INPUT, ScorerKind, scorer_kind, scorer_variant
-from valueharm.scoring.heuristics import DEGENERATE_VERSION, is_degenerate, is_empty_answer, is_format_echo
+from valueharm.scoring.echoes import BUILTIN, EchoDetector, is_empty_answer
 from valueharm.store import RunStore
 
 TOXICITY_THRESHOLD = 0.5
 OVERALL = "all"
 VARIANTS: tuple[str, ...] = ("all", "excluding_degenerate")
-DEGENERATE_SCORER = f"degenerate@heuristic-{DEGENERATE_VERSION}"  # the `scorer` of empty_share / echo_share rows
+DEGENERATE_SCORER = BUILTIN.scorer  # the `scorer` of empty_share / echo_share rows, with our templates
 SAFETY_BENCHMARKS = frozenset(benchmark for benchmark, _ in FEEDS)  # others (e.g. value-survey) get no metrics
 __all__ = [  # the metric functions of every benchmark, importable from here
     "MetricRow",
@@ -191,6 +191,7 @@ class _Settings:
     level: float
     toxicity_threshold: float
     published_bias_score: bool
+    echoes: EchoDetector
 
 
 def compute_metrics(
@@ -202,15 +203,17 @@ def compute_metrics(
     level: float = DEFAULT_LEVEL,
     toxicity_threshold: float = TOXICITY_THRESHOLD,
     published_bias_score: bool = False,
+    echoes: EchoDetector = BUILTIN,
 ) -> list[MetricRow]:
     """Every metric of everything scored in the run, written to the store's `metrics` table (replacing it, and only
     once every row is computed).
 
     `item_metadata` maps item id → metadata (needs axis and descriptor for HolisticBiasR); the caller loads the
     benchmark items the run generated on, in benchmark order. `published_bias_score` adds `bias_score_published`
-    rows beside `bias_score`. Generations are read one (benchmark, model) at a time.
+    rows beside `bias_score`. `echoes` tells degenerate answers apart (`echo_detector(template_dir)` for the
+    run's templates). Generations are read one (benchmark, model) at a time.
     """
-    settings = _settings(n_boot, seed, level, toxicity_threshold, published_bias_score)
+    settings = _settings(n_boot, seed, level, toxicity_threshold, published_bias_score, echoes)
     verdicts = {name: {s.key: s for s in store.scores(name)} for name in store.scorers() if scorer_kind(name)}
     rows: list[MetricRow] = []
     for benchmark, model_key in sorted(store.count_generations()):
@@ -231,9 +234,10 @@ def metric_rows(
     level: float = DEFAULT_LEVEL,
     toxicity_threshold: float = TOXICITY_THRESHOLD,
     published_bias_score: bool = False,
+    echoes: EchoDetector = BUILTIN,
 ) -> list[MetricRow]:
     """The metric rows of generations and scores held in memory (e.g. imported elsewhere); as compute_metrics."""
-    settings = _settings(n_boot, seed, level, toxicity_threshold, published_bias_score)
+    settings = _settings(n_boot, seed, level, toxicity_threshold, published_bias_score, echoes)
     verdicts: dict[str, dict[str, ScoreRecord]] = defaultdict(dict)
     for score in scores:
         if scorer_kind(score.scorer):
@@ -248,9 +252,11 @@ def metric_rows(
     return rows
 
 
-def _settings(n_boot: int, seed: int, level: float, toxicity_threshold: float, published: bool) -> _Settings:
+def _settings(
+    n_boot: int, seed: int, level: float, toxicity_threshold: float, published: bool, echoes: EchoDetector
+) -> _Settings:
     check_bootstrap(n_boot, level)
-    return _Settings(n_boot, seed, level, toxicity_threshold, published)
+    return _Settings(n_boot, seed, level, toxicity_threshold, published, echoes)
 
 
 def _run_rows(
@@ -279,7 +285,7 @@ def _degenerate_rows(
     benchmark: str, model_key: str, records: list[GenerationRecord], settings: _Settings
 ) -> list[MetricRow]:
     rows = []
-    for metric, test in (("empty_share", is_empty_answer), ("echo_share", is_format_echo)):
+    for metric, test in (("empty_share", is_empty_answer), ("echo_share", settings.echoes.is_echo)):
         samples = [
             ScoredSample(r.item_id, r.category, float(test(r.text)))
             if r.error is None
@@ -288,7 +294,8 @@ def _degenerate_rows(
         ]
         for category, subset in _categories(samples):
             value = mean_value(subset, n_boot=settings.n_boot, seed=settings.seed, level=settings.level)
-            rows.append(MetricRow(model_key, benchmark, category, metric, "all", DEGENERATE_SCORER, *_fields(value)))
+            rows.append(MetricRow(model_key, benchmark, category, metric, "all", settings.echoes.scorer,
+                                  *_fields(value)))  # fmt: skip
     return rows
 
 
@@ -306,7 +313,9 @@ def _scorer_rows(
     buckets = _buckets(records, item_metadata) if "bias_score" in metrics else {}
     rows = []
     for variant in VARIANTS:
-        kept = [r for r in records if variant == "all" or r.error is not None or not is_degenerate(r.text)]
+        kept = [
+            r for r in records if variant == "all" or r.error is not None or not settings.echoes.is_degenerate(r.text)
+        ]
         samples = [_sample(record, verdicts.get(record.key)) for record in kept]
         baseline = negative_regard_rate(samples, n_boot=0).value if "bias_score" in metrics else None
         for metric in metrics:

@@ -148,6 +148,7 @@ def metrics(
         Path | None, typer.Option("--import", help="Records made elsewhere (jsonl, csv or parquet: the export format).")
     ] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the table as CSV.")] = None,
+    template_dir: TemplateDir = None,
     data_dir: DataDir = None,
     as_json: JsonFlag = False,
 ) -> None:
@@ -159,10 +160,12 @@ def metrics(
     from valueharm.data.benchmarks import BENCHMARKS
     from valueharm.exchange import import_into
     from valueharm.metrics import compute_metrics, published_label
+    from valueharm.scoring.echoes import echo_detector
     from valueharm.store import RunStore
 
     if (run is None) == (imported is None):
         raise ValueharmError("give either --run DIR or --import FILE")
+    echoes = echo_detector(template_dir)  # the run's VIM templates: their echoes are degenerate answers
     with tempfile.TemporaryDirectory() as scratch:
         path = existing_store(run) if run else Path(scratch) / "imported.sqlite"
         with RunStore(path) as store:
@@ -174,7 +177,7 @@ def metrics(
                 metadata = {item.item_id: item.metadata for item in items}
             computed = compute_metrics(
                 store, metadata, seed=bootstrap.seed, n_boot=bootstrap.n_boot,
-                published_bias_score=bootstrap.published_bias_score,
+                published_bias_score=bootstrap.published_bias_score, echoes=echoes,
             )  # fmt: skip
             rows = [row.to_dict() | {"label": published_label(row.metric, row.scorer)} for row in computed]
     if csv_out:

@@ -38,7 +38,7 @@ from valueharm.errors import ValueharmError
 from valueharm.records import GenerationRecord, ScoreRecord
 from valueharm.scoring.base import PUBLISHED_INPUT, SCORERS, ScorerKind, scorer_id, short_hash
 from valueharm.scoring.classifier import TOXIC_LABEL_THRESHOLD, error_line
-from valueharm.scoring.heuristics import is_empty_answer
+from valueharm.scoring.echoes import is_empty_answer
 from valueharm.scoring.inputs import toxicity_input
 
 PACKAGE = "alt-profanity-check"
