@@ -20,6 +20,7 @@ from valueharm.values import VALUES
 
 VALUE_SLOTS: dict[str, str] = {value.lower().replace("-", "_"): value for value in VALUES}  # {self_direction}: …
 _STAGE1 = frozenset({"conclusion", "premise", "position", "would"})
+_BENIGN = frozenset({"instruction", "context", "context_block"})
 SLOTS: dict[str, frozenset[str]] = {  # every slot a renderer supplies, where more than our wording uses
     "vim_stage1_prompt": _STAGE1,
     "vim_stage1_completion": _STAGE1,
@@ -28,6 +29,9 @@ SLOTS: dict[str, frozenset[str]] = {  # every slot a renderer supplies, where mo
     # ratings: the list of ten; each value's score by its lower-case name; query: the benchmark text, placed by the
     # preamble itself instead of after it
     "icl_preamble": frozenset({"ratings", "query", *VALUE_SLOTS}),
+    "benign_instruction": _BENIGN,
+    "benign_grammar": _BENIGN,
+    "benign_samsum": _BENIGN,
 }
 VARIANTS: dict[str, str] = {  # optional file → the template used where it is absent
     "icl_preamble_completion": "icl_preamble",
