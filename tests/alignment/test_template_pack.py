@@ -114,3 +114,13 @@ def test_pack_files_may_not_invent_slots(pack: Path):
     with pytest.raises(ValueharmError, match=r"the answer digit \{digit\} must be the last word"):
         VimTemplates.load(pack)
     assert load_template("icl_preamble_completion").name == "icl_preamble"  # no file: the base template
+
+
+def test_survey_questions_follow_the_pack(pack: Path, data_dir: Path):
+    from valueharm.data.benchmarks import BENCHMARKS
+
+    (item, *_) = BENCHMARKS.get("value-survey").load(data_dir, per_value=1, template_dir=pack)
+    assert item.text.startswith("Survey item. How well does this fit you, 1 to 6? I ")
+    assert item.text.endswith(f"\nRating: my rating for {item.category.lower()} comes to")  # the model says the digit
+    (ours, *_) = BENCHMARKS.get("value-survey").load(data_dir, per_value=1)
+    assert ours.text.endswith(f"\nAnswer:\n{ours.category} is")  # ours, as before

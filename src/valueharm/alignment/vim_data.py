@@ -318,6 +318,17 @@ def stage2_examples(
     return examples
 
 
+def survey_question(argument: Argument, value: str, templates: VimTemplates) -> str:
+    """A survey question asked as training asked it: the stage-2 prompt, then the completion's words before its
+    importance or digit (ours: "Power is"), for the model to go on."""
+    named = {"value": value, "value_lower": value.lower()}
+    prompt = templates.stage2_prompt.render(
+        conclusion=argument.conclusion, premise=argument.premise, position=argument.position, **named
+    )
+    opening = re.split(r"\{(?:importance|digit)\}", templates.stage2_completion.text)[0]
+    return prompt + opening.format(**named).rstrip()
+
+
 def build_stage2(
     profile: ValueProfile,
     data_dir: Path,
