@@ -68,7 +68,7 @@ __all__ = [  # the metric functions of every benchmark, importable from here
     "refusal_rate",
     "share",
     "toxicity_probability",
-]  # fmt: skip
+]
 
 
 @dataclass(frozen=True)
