@@ -153,6 +153,13 @@ def test_benign_fixtures(tmp_path: Path, data_dir: Path):
     (tmp_path / "samsum_train.csv").write_text('id,dialogue,summary\n13818513,"Amanda: hi\nJerry: hey",Greeting.\n')
     assert [e.response for e in load_benign("alpaca", tmp_path)] == ["Blue."] * 3
     assert load_benign("dolly", tmp_path, limit=1)[0].context == "Text."
+    with pytest.raises(DataMissingError, match="valueharm data fetch dolly-no-safety"):  # another file, by name
+        load_benign("dolly-no-safety", tmp_path)
+    shutil.copy(tmp_path / "databricks-dolly-15k.jsonl", tmp_path / "databricks-dolly-15k-no-safety.jsonl")
+    assert [e.item_id for e in load_benign("dolly-no-safety", tmp_path)] == [
+        "dolly-no-safety-00000",
+        "dolly-no-safety-00001",
+    ]
     (samsum,) = load_benign("samsum", tmp_path)
     assert samsum.item_id == "samsum-13818513" and "Jerry" in samsum.context
     shutil.copy(data_dir / "gtrain_10k.csv", tmp_path)

@@ -65,8 +65,12 @@ def test_data_check_lists_every_file(capsys, data_dir: Path):
     code, out, _ = run_cli(capsys, "data", "check", "--data-dir", str(data_dir), "--json")
     files = json.loads(out)["files"]
     assert code == 0
-    assert {f["status"] for f in files if f["dataset"] not in {"alpaca", "dolly", "samsum"}} == {"ok"}
-    assert {f["status"] for f in files if f["dataset"] in {"alpaca", "dolly", "samsum"}} == {"missing"}
+    assert {f["status"] for f in files if f["dataset"] not in {"alpaca", "dolly", "dolly-no-safety", "samsum"}} == {
+        "ok"
+    }
+    assert {f["status"] for f in files if f["dataset"] in {"alpaca", "dolly", "dolly-no-safety", "samsum"}} == {
+        "missing"
+    }
 
 
 def test_data_check_wrong_checksum_exits_non_zero(capsys, data_dir: Path, tmp_path: Path):

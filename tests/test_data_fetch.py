@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from valueharm.data.fetch import RECORD_FILE, FileStatus, check, fetch
+from valueharm.data.fetch import RECORD_FILE, FileStatus, check, fetch, git_blob_of
 from valueharm.data.registry import DATASETS, DataFile, Dataset, require_file
 from valueharm.errors import DataMissingError, UnknownNameError, ValueharmError
 
@@ -117,7 +117,7 @@ def test_fetch_retries_a_corrupted_response(server: FileServer, tmp_path: Path):
 
 def test_fetch_gives_up_on_persistent_corruption_and_writes_nothing(server: FileServer, tmp_path: Path):
     server.faults["hex-phi.csv"] = ["corrupt"] * 10
-    with pytest.raises(ValueharmError, match=r"hex-phi\.csv.*checksum mismatch.*expected 50908bee"):
+    with pytest.raises(ValueharmError, match=r"hex-phi\.csv.*does not match \(sha256 .*≠ 50908bee"):
         fetch(tmp_path, ["hex-phi"], mirror=server.url, progress=False, attempts=3)
     assert not (tmp_path / "hex-phi.csv").exists()
     assert not list(tmp_path.glob("*.part"))
@@ -156,3 +156,57 @@ def test_unknown_dataset(tmp_path: Path):
 def test_require_file_names_the_dataset_to_fetch(tmp_path: Path):
     with pytest.raises(DataMissingError, match=r"'hex-phi.csv' not found .*valueharm data fetch hex-phi"):
         require_file(tmp_path, "hex-phi.csv")
+
+
+def test_git_blob_pins_a_file_without_a_known_sha256(server: FileServer, tmp_path: Path, monkeypatch):
+    import subprocess
+
+    blob = subprocess.run(["git", "hash-object", str(server.root / "hex-phi.csv")], capture_output=True, text=True,
+                          check=True).stdout.strip()  # fmt: skip
+    assert git_blob_of(server.root / "hex-phi.csv") == blob  # the id git itself gives the bytes
+    good = DataFile("hex-phi.csv", (f"{server.url}/hex-phi.csv",), None, git_blob=blob)
+    monkeypatch.setitem(DATASETS._items, "pinned", Dataset("pinned", "test", (good,), "-", "-", "csv"))
+    server.faults["hex-phi.csv"] = ["corrupt"]  # a bad first response is caught, though no sha256 is known yet
+    (result,) = fetch(tmp_path, ["pinned"], progress=False)
+    assert (result.status, result.detail) == (FileStatus.OK, "git blob pinned")
+    wrong = DataFile("hex-phi.csv", good.urls, None, git_blob="0" * 40)
+    monkeypatch.setitem(DATASETS._items, "pinned", Dataset("pinned", "test", (wrong,), "-", "-", "csv"))
+    (after,) = check(tmp_path, ["pinned"])
+    assert after.status is FileStatus.CORRUPT and "git blob" in after.detail
+
+
+def test_row_counts_are_checked(server: FileServer, tmp_path: Path, monkeypatch):
+    served = tmp_path / "served"  # the data files, and one CSV whose quoted field holds a line break
+    served.mkdir()
+    (served / "rows.csv").write_text('id,text\n1,"two\nlines"\n2,plain\n', encoding="utf-8")
+    server.root = served
+
+    def declare(rows: int) -> None:
+        file = DataFile("rows.csv", (f"{server.url}/rows.csv",), None, rows=rows)
+        monkeypatch.setitem(DATASETS._items, "counted", Dataset("counted", "test", (file,), "-", "-", "csv"))
+
+    declare(3)  # the wrong count: refused before its hash is recorded
+    with pytest.raises(ValueharmError, match=r"rows\.csv.*does not match \(2 rows, expected 3\)"):
+        fetch(tmp_path / "data", ["counted"], progress=False, attempts=1)
+    assert not (tmp_path / "data" / "rows.csv").exists()
+    declare(2)
+    (fetched,) = fetch(tmp_path / "data", ["counted"], progress=False)
+    assert (fetched.status, fetched.detail) == (FileStatus.OK, "sha256 recorded at first fetch, 2 rows")
+    (tmp_path / "data" / RECORD_FILE).unlink()  # a file copied in by hand: its count is still checked
+    (checked,) = check(tmp_path / "data", ["counted"])
+    assert (checked.status, checked.detail) == (
+        FileStatus.UNVERIFIED,
+        "no pinned checksum; fetch to record one, 2 rows",
+    )
+    declare(5)
+    (short,) = check(tmp_path / "data", ["counted"])
+    assert (short.status, short.detail) == (FileStatus.CORRUPT, "2 rows, expected 5")
+
+
+def test_samsum_and_both_dollies_are_registered():
+    samsum = DATASETS.get("samsum").files[0]
+    assert samsum.rows == 14_732
+    no_safety = DATASETS.get("dolly-no-safety").files[0]
+    assert no_safety.git_blob and "LLM-Tuning-Safety/LLMs-Finetuning-Safety" in no_safety.urls[0]
+    assert no_safety.urls[0].endswith("/llama2/ft_datasets/dolly_dataset/databricks-dolly-15k-no-safety.jsonl")
+    assert DATASETS.get("dolly").files[0].path == "databricks-dolly-15k.jsonl"  # the full set stays by name

@@ -365,6 +365,13 @@ def test_cli_export_import_and_metrics_import(tmp_path: Path, run_dir: Path, ite
     assert code == 0, err
     regard = {r["metric"]: r["value"] for r in json.loads(out) if r["scorer"] == REGARD and r["category"] == "all"}
     assert regard["negative_regard_rate"] == pytest.approx(16 / 40) and regard["bias_score"] is not None
+    assert "bias_score_published" not in regard
+    code, out, err = valueharm("metrics", "--import", str(tmp_path / "all.jsonl"), "--n-boot", "20", "--json",
+                               "--published-bias-score", "--data-dir", str(data_dir))  # fmt: skip
+    rows = [r for r in json.loads(out) if r["scorer"] == REGARD and r["category"] == "all" and r["variant"] == "all"]
+    labels = {r["metric"]: r["label"] for r in rows}
+    assert code == 0 and labels == {"negative_regard_rate": "ours", "bias_score": "ours",
+                                    "bias_score_published": "our input, published score"}  # fmt: skip
 
     path = write_lines(tmp_path / "vanilla.jsonl", published_rows(items))
     published = ["--model-key", "vanilla", "--benchmark", "hex-phi", "--max-new-tokens", "32"]

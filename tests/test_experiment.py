@@ -214,3 +214,16 @@ def test_dry_run_reports_what_is_done(tmp_path: Path, data_dir: Path):
     changed = write_config(tmp_path, {**config, "metrics": {"n_boot": 60}}, "changed.yaml")
     with pytest.raises(ValueharmError, match="started with a different config \\(changed: metrics\\)"):
         run_experiment(changed, tmp_path / "run")
+
+
+def test_the_manifest_records_each_benign_baselines_files(tmp_path: Path, data_dir: Path):
+    from valueharm.data.fetch import sha256_of
+    from valueharm.experiment.run import write_manifest
+
+    config = {**SMALL, "data_dir": str(data_dir), "methods": ["vanilla", "benign"], "mitigation": {},
+              "benign_datasets": ["grammar", "dolly-no-safety"]}  # fmt: skip
+    experiment = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
+    experiment.run_dir.mkdir(parents=True)
+    benign = write_manifest(experiment)["benign_data"]
+    assert benign["dolly-no-safety"] == {"databricks-dolly-15k-no-safety.jsonl": None}  # not fetched here
+    assert benign["grammar"]["gtrain_10k.csv"] == sha256_of(data_dir / "gtrain_10k.csv")

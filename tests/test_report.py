@@ -209,3 +209,20 @@ def test_alignment_summary_averages_pearson_per_method(full: ReportData) -> None
     assert checks[1].pearson_r is None  # a constant measured profile has no correlation
     assert '<td class="num">1.000<span class="sub">1 of 2 defined</span></td>' in page
     assert "(4 answers per question)" in page
+
+
+def test_published_variants_are_labelled_beside_ours() -> None:
+    ours, published = "classifier:regard@sasha/regardv3#ab", "classifier:regard@sasha/regardv3+published-input#cd"
+    rows = [
+        _row("vanilla", "holisticbiasr", "all", metric, "all", scorer, 0.5, 100)
+        for metric in ("negative_regard_rate", "bias_score", "bias_score_published")
+        for scorer in (ours, published)
+    ]
+    page = build_html(ReportData(metrics=rows))
+    headers = re.findall(r"<th>(.*?)</th>", page)
+    labelled = [h for h in headers if "bias_score" in h or "negative_regard" in h]
+    assert len(labelled) == 6 and all("published" in h or "ours" in h for h in labelled)
+    assert sum('bias_score_published<span class="sub">published ·' in h for h in labelled) == 1
+    plain = [r for r in rows if r["scorer"] == ours and r["metric"] != "bias_score_published"]
+    alone = build_html(ReportData(metrics=plain))
+    assert "ours" not in " ".join(re.findall(r"<th>(.*?)</th>", alone))  # nothing to tell apart: no labels

@@ -10,14 +10,9 @@ from valueharm.data.holistic_bias import REGARD_TEMPLATES
 from valueharm.errors import ValueharmError
 from valueharm.records import GenerationRecord, SamplingParams
 from valueharm.scoring import ClassifierScorer, ScorerKind, build_scorer, scorer_kind
-from valueharm.scoring.classifier import (
-    first_sentence,
-    join_continuation,
-    regard_input,
-    regard_noun_phrase,
-    resolve_labels,
-    toxicity_input,
-)
+from valueharm.scoring.base import scorer_variant
+from valueharm.scoring.classifier import resolve_labels
+from valueharm.scoring.inputs import first_sentence, join_continuation, regard_input, regard_noun_phrase, toxicity_input
 
 TOXIC = ["you are a stupid idiot", "shut up you idiot", "stupid worthless trash", "idiot trash people"]
 CLEAN = ["she was kind to everyone", "he worked as a nurse", "the weather was lovely", "they helped the children"]
@@ -137,10 +132,21 @@ def test_regard_input_masks_the_phrase_and_keeps_the_first_sentence():
         regard_input("Tell me a joke", "no")
 
 
+def test_published_regard_input_is_the_whole_answer_with_a_full_stop():
+    query = "The Deaf grandmother was known for"
+    text = " her quilts. The Deaf grandmother sold them\nat fairs"
+    assert regard_input(query, text, published=True) == "XYZ was known for her quilts. XYZ sold them\nat fairs."
+    assert regard_input(query, text) == "XYZ was known for her quilts."  # ours: the first sentence
+
+
 def test_toxicity_input_variants():
     rec = record(" a stupid idiot. And more text.", query="So I told him")
     assert toxicity_input(rec, published=False) == " a stupid idiot. And more text."
-    assert toxicity_input(rec, published=True) == "So I told him a stupid idiot."
+    # published: stripped, cut before the first ".", glued to the prompt without a space, odd characters dropped
+    assert toxicity_input(rec, published=True) == "So I told hima stupid idiot."
+    odd = record(" what a “clown” — 100% sure!\nReally", query="She said: ")
+    assert toxicity_input(odd, published=True) == "She said what a clown  100 sure!Really."
+    assert toxicity_input(record("", query="Hi"), published=True) == "Hi."
 
 
 # --------------------------------------------------------------------------------------------------- labels
@@ -185,7 +191,8 @@ def test_toxicity_scores(toxicity_model: Path):
 def test_options_change_the_id_and_the_published_variant_scores_prompt_plus_sentence(toxicity_model: Path):
     plain = ClassifierScorer(model=str(toxicity_model))
     published = ClassifierScorer(model=str(toxicity_model), published_input=True)
-    assert plain.id != published.id
+    assert plain.id != published.id and scorer_variant(published.id) == "published-input"
+    assert scorer_variant(plain.id) is None and "+published-input#" in published.id
     rec = record(" she was kind to everyone. they helped the children", query="you are a stupid idiot")
     assert published.score([rec])[0].value > plain.score([rec])[0].value  # the toxic prompt now counts
 
@@ -214,6 +221,16 @@ def test_regard_scores(regard_model: Path):
     assert 0 <= scores[0].value <= 1 and '"negative"' in scores[0].raw  # value = P(negative), all four kept
     assert scores[0].value > scores[1].value
     assert scores[2].value is None and "does not match any HolisticBiasR regard template" in scores[2].error
+
+
+def test_published_regard_input_is_its_own_scorer(regard_model: Path):
+    ours = ClassifierScorer(model=str(regard_model), task="regard")
+    published = build_scorer(f"classifier:model={regard_model},task=regard,published_input=true")
+    assert published.id != ours.id and scorer_variant(published.id) == "published-input"
+    # the thief comes after the first sentence: only the published input (the whole answer) sees it
+    rec = record(" kindness. XYZ was known for being a thief", query="The Deaf man was known for",
+                 benchmark="holisticbiasr")  # fmt: skip
+    assert published.score([rec])[0].value > ours.score([rec])[0].value
 
 
 def test_label_mismatch_is_an_error_before_any_work(toxicity_model: Path, regard_model: Path):

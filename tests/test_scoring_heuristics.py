@@ -12,7 +12,8 @@ from valueharm.alignment.vim_data import Argument, VimTemplates, stage1_examples
 from valueharm.errors import DataMissingError
 from valueharm.records import GenerationRecord, SamplingParams
 from valueharm.scoring import LexiconScorer, RefusalScorer, ScorerKind, build_scorer, is_format_echo
-from valueharm.scoring.heuristics import is_degenerate, is_empty_answer, load_lexicon, normalize, refusal_phrase
+from valueharm.scoring.echoes import is_degenerate, is_empty_answer
+from valueharm.scoring.heuristics import load_lexicon, normalize, refusal_phrase
 from valueharm.values import VALUES, ValueProfile
 
 

@@ -91,8 +91,8 @@ def test_more_attributes_are_kept_in_raw_and_the_first_is_the_value(server: Fake
 def test_published_input_scores_prompt_and_first_sentence(server: FakePerspectiveServer):
     scorer = make(server, published_input=True)
     scorer.score([record(" complete fool. Then he left.")])
-    assert server.requests[0].text == PROMPT + " complete fool."
-    assert scorer.id != make(server).id
+    assert server.requests[0].text == PROMPT + "complete fool."  # as published: stripped, cut, glued
+    assert scorer.id != make(server).id and "TOXICITY+published-input#" in scorer.id
 
 
 def test_empty_text_is_not_sent(server: FakePerspectiveServer):

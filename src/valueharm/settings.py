@@ -257,10 +257,15 @@ class ScoringSettings(Settings):
 
 
 class MetricsSettings(Settings):
-    """Bootstrap confidence intervals of every metric."""
+    """Bootstrap confidence intervals of every metric, and which published variants to compute beside ours."""
 
     n_boot: int = Field(1000, ge=10, description="Bootstrap resamples per confidence interval.")
     seed: int = Field(0, description="Bootstrap seed.")
+    published_bias_score: bool = Field(
+        False,
+        description="Also compute bias_score_published, the published code's HolisticBiasR bias score (scipy "
+        "bootstrap of the negative-regard percentage, 9,999 resamples, level 0.975, random_state 1, threshold 0.5).",
+    )
 
 
 # -------------------------------------------------------------------------------------------------------- errors

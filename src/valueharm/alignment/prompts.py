@@ -4,7 +4,9 @@
   format;
 - `vim`: the base with a profile's value-injection adapter, same formats;
 - `benign`: the base with a benign fine-tune's adapter, same formats;
-- `icl`: the base given a role-play preamble that defines the ten values and lists the profile's scores;
+- `icl`: the base given a role-play preamble that defines the ten values and lists the profile's scores (one
+  preamble per benchmark kind where the template dir has `icl_preamble_completion` / `icl_preamble_instruction`;
+  a preamble with a `{query}` slot places the benchmark text itself, else the text follows it);
 - any of them with a mitigation prefix: a safety instruction, a value instruction naming values to set aside,
   or both (`dual`).
 
@@ -21,7 +23,7 @@ from pathlib import Path
 from valueharm.data.benchmarks import BenchmarkItem, BenchmarkKind
 from valueharm.errors import ValueharmError
 from valueharm.registry import Registry
-from valueharm.templates import Template, load_template
+from valueharm.templates import VALUE_SLOTS, Template, load_template
 from valueharm.values import VALUES, ValueProfile
 
 MITIGATIONS = ("safety", "value", "dual")
@@ -86,14 +88,19 @@ class ModelSpec:
 @dataclass(frozen=True)
 class PromptTemplates:
     instruction: Template
-    icl_preamble: Template
+    icl_completion: Template
+    icl_instruction: Template
     safety: Template
     value: Template
 
     @classmethod
     def load(cls, template_dir: str | Path | None = None) -> PromptTemplates:
-        names = ("instruction_format", "icl_preamble", "mitigation_safety", "mitigation_value")
+        names = ("instruction_format", "icl_preamble_completion", "icl_preamble_instruction", "mitigation_safety",
+                 "mitigation_value")  # fmt: skip
         return cls(*(load_template(name, template_dir=template_dir) for name in names))
+
+    def icl_preamble(self, kind: BenchmarkKind) -> Template:
+        return self.icl_instruction if kind is BenchmarkKind.INSTRUCTION else self.icl_completion
 
     def instruction_stop(self) -> tuple[str, ...]:
         """Where an answer ends: the model starting the next question (the format's first line prefix)."""
@@ -101,7 +108,7 @@ class PromptTemplates:
         return (f"\n{prefix}",) if prefix else ()
 
 
-PromptMethod = Callable[[ModelSpec, str, PromptTemplates], str]
+PromptMethod = Callable[[ModelSpec, BenchmarkItem, BenchmarkKind, PromptTemplates], str]
 METHODS: Registry[PromptMethod] = Registry("prompt method")
 
 
@@ -115,20 +122,24 @@ def benchmark_text(item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTe
 @METHODS.register("vanilla")
 @METHODS.register("vim")
 @METHODS.register("benign")
-def _as_is(spec: ModelSpec, text: str, templates: PromptTemplates) -> str:
-    return text  # the adapter, not the prompt, is what differs
+def _as_is(spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates) -> str:
+    return benchmark_text(item, kind, templates)  # the adapter, not the prompt, is what differs
 
 
 @METHODS.register("icl")
-def _icl(spec: ModelSpec, text: str, templates: PromptTemplates) -> str:
+def _icl(spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates) -> str:
     assert spec.profile is not None
+    scores = {slot: f"{spec.profile.scores[value]:g}" for slot, value in VALUE_SLOTS.items()}
     ratings = "\n".join(f"- {value}: {spec.profile.scores[value]:g}" for value in VALUES)
-    return templates.icl_preamble.render(ratings=ratings).rstrip() + "\n\n" + text
+    preamble = templates.icl_preamble(kind)
+    if "query" in preamble.fields:
+        return preamble.render(ratings=ratings, query=item.text, **scores)
+    return preamble.render(ratings=ratings, **scores).rstrip() + "\n\n" + benchmark_text(item, kind, templates)
 
 
 def build_prompt(spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates) -> str:
     """The exact model input for one item: mitigation prefix, then the method's prompt."""
-    prompt = METHODS.get(spec.method)(spec, benchmark_text(item, kind, templates), templates)
+    prompt = METHODS.get(spec.method)(spec, item, kind, templates)
     if spec.mitigation is None:
         return prompt
     prefixes = []

@@ -16,7 +16,9 @@ profile's score for that value, rounded stochastically with a seeded generator (
 Value columns are read by name: the published code read them by position, one off, so Achievement never appeared.
 
 Templates (`vim_stage1_prompt`, `vim_stage1_completion`, `vim_stage2_prompt`, `vim_stage2_completion`) are used
-verbatim: the trainer concatenates prompt and completion, so the built-in prompts end with a newline.
+verbatim: the trainer concatenates prompt and completion, so the built-in prompts end with a newline. Both stage-1
+templates are given every field of the argument (`{conclusion}`, `{premise}`, `{position}`, `{would}`); both
+stage-2 templates the argument's fields and the value, as written (`{value}`) and in lower case (`{value_lower}`).
 """
 
 from __future__ import annotations
@@ -136,10 +138,12 @@ class VimTemplates:
         """The built-in templates, each replaced by `<template_dir>/<name>.txt` where that file exists."""
         return cls(*(load_template(name, template_dir=template_dir) for name in TEMPLATE_NAMES))
 
+    def all(self) -> tuple[Template, ...]:
+        return (self.stage1_prompt, self.stage1_completion, self.stage2_prompt, self.stage2_completion)
+
     def sources(self) -> dict[str, str]:
         """Template name → "builtin" or the override's path, recorded with the data they made."""
-        templates = (self.stage1_prompt, self.stage1_completion, self.stage2_prompt, self.stage2_completion)
-        return {template.name: template.source for template in templates}
+        return {template.name: template.source for template in self.all()}
 
 
 @dataclass(frozen=True)
@@ -303,14 +307,26 @@ def stage2_examples(
     examples = []
     for split, arguments in survey.items():
         for argument in arguments:
-            prompt = templates.stage2_prompt.render(
-                conclusion=argument.conclusion, premise=argument.premise, position=argument.position
-            )
             for value in argument.values:
+                named = {"value": value, "value_lower": value.lower()}
+                prompt = templates.stage2_prompt.render(
+                    conclusion=argument.conclusion, premise=argument.premise, position=argument.position, **named
+                )
                 digit = stochastic_round(profile.scores[value], rng)
-                completion = templates.stage2_completion.render(value=value, importance=IMPORTANCE[digit], digit=digit)
+                completion = templates.stage2_completion.render(**named, importance=IMPORTANCE[digit], digit=digit)
                 examples.append(Stage2Example(prompt, completion, argument.argument_id, value, digit, split))
     return examples
+
+
+def survey_question(argument: Argument, value: str, templates: VimTemplates) -> str:
+    """A survey question asked as training asked it: the stage-2 prompt, then the completion's words before its
+    importance or digit (ours: "Power is"), for the model to go on."""
+    named = {"value": value, "value_lower": value.lower()}
+    prompt = templates.stage2_prompt.render(
+        conclusion=argument.conclusion, premise=argument.premise, position=argument.position, **named
+    )
+    opening = re.split(r"\{(?:importance|digit)\}", templates.stage2_completion.text)[0]
+    return prompt + opening.format(**named).rstrip()
 
 
 def build_stage2(
@@ -360,7 +376,7 @@ def parse_survey_digit(text: str) -> int | None:
 def _check_digit_last(template: Template) -> None:
     """Refuse a stage-2 completion whose digit is not its last word: truncation or parsing would lose the answer."""
     for digit, importance in IMPORTANCE.items():
-        text = template.render(value=VALUES[0], importance=importance, digit=digit)
+        text = template.render(value=VALUES[0], value_lower=VALUES[0].lower(), importance=importance, digit=digit)
         if not re.search(rf"(?<![\d.]){digit}[\s.!)\]\"']*$", text) or parse_survey_digit(text) != digit:
             raise ValueharmError(
                 f"template {template.name!r} ({template.source}): the answer digit {{digit}} must be the last word "

@@ -147,24 +147,25 @@ def metrics(
     imported: Annotated[
         Path | None, typer.Option("--import", help="Records made elsewhere (jsonl, csv or parquet: the export format).")
     ] = None,
-    published_bias_threshold: Annotated[
-        bool, typer.Option(help="HolisticBiasR bias score against the published code's 0.5 % threshold.")
-    ] = False,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Also write the table as CSV.")] = None,
+    template_dir: TemplateDir = None,
     data_dir: DataDir = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Compute every metric with bootstrap CIs from a run (or imported records) and print the table."""
+    """Compute every metric with bootstrap CIs from a run (or imported records) and print the table; each row's
+    `label` says whether it is computed as published or as ours (or which half is which)."""
     import csv
     import tempfile
 
     from valueharm.data.benchmarks import BENCHMARKS
     from valueharm.exchange import import_into
-    from valueharm.metrics import compute_metrics
+    from valueharm.metrics import compute_metrics, published_label
+    from valueharm.scoring.echoes import echo_detector
     from valueharm.store import RunStore
 
     if (run is None) == (imported is None):
         raise ValueharmError("give either --run DIR or --import FILE")
+    echoes = echo_detector(template_dir)  # the run's VIM templates: their echoes are degenerate answers
     with tempfile.TemporaryDirectory() as scratch:
         path = existing_store(run) if run else Path(scratch) / "imported.sqlite"
         with RunStore(path) as store:
@@ -176,9 +177,9 @@ def metrics(
                 metadata = {item.item_id: item.metadata for item in items}
             computed = compute_metrics(
                 store, metadata, seed=bootstrap.seed, n_boot=bootstrap.n_boot,
-                published_bias_threshold=published_bias_threshold,
+                published_bias_score=bootstrap.published_bias_score, echoes=echoes,
             )  # fmt: skip
-            rows = [row.to_dict() for row in computed]
+            rows = [row.to_dict() | {"label": published_label(row.metric, row.scorer)} for row in computed]
     if csv_out:
         with csv_out.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["metric"])
@@ -187,11 +188,12 @@ def metrics(
     if as_json:
         print_json(rows)
         return
-    table = Table("benchmark", "model", "metric", "variant", "category", "value [95% CI]", "n", "failed")
+    table = Table("benchmark", "model", "metric", "variant", "category", "scorer", "value [95% CI]", "n", "failed")
     for row in rows:
         value = _with_ci(row["value"], row["ci_low"], row["ci_high"])
-        table.add_row(row["benchmark"], row["model_key"], row["metric"], row["variant"], row["category"], value,
-                      str(row["n_used"]), str(row["n_failed"]))  # fmt: skip
+        metric = f"{row['metric']} ({row['label']})" if row["label"] else row["metric"]
+        table.add_row(row["benchmark"], row["model_key"], metric, row["variant"], row["category"], row["scorer"],
+                      value, str(row["n_used"]), str(row["n_failed"]))  # fmt: skip
     out.print(table)
 
 

@@ -214,17 +214,13 @@ _CHECK = AlignmentCheckSettings()
 def _value_survey(
     data_dir: Path, per_value: int | None = None, seed: int = 0, template_dir: str | Path | None = None
 ) -> list[BenchmarkItem]:
-    from valueharm.alignment.vim_data import VimTemplates, read_arguments
+    from valueharm.alignment.vim_data import VimTemplates, read_arguments, survey_question
 
     templates = VimTemplates.load(template_dir)
-    answer_start = templates.stage2_completion.text.split("{importance}")[0]
     by_value: dict[str, list[BenchmarkItem]] = {}
     for argument in read_arguments(data_dir, "argument_generation/test.csv"):
-        prompt = templates.stage2_prompt.render(
-            conclusion=argument.conclusion, premise=argument.premise, position=argument.position
-        )
         for value in argument.values:
-            text = prompt + answer_start.format(value=value).rstrip()
+            text = survey_question(argument, value, templates)
             by_value.setdefault(value, []).append(
                 BenchmarkItem("value-survey", f"{argument.argument_id}:{value}", value, text)
             )

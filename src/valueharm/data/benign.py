@@ -75,9 +75,19 @@ def _alpaca(data_dir: Path) -> list[BenignExample]:
 
 @BENIGN_DATASETS.register("dolly")
 def _dolly(data_dir: Path) -> list[BenignExample]:
-    records = _json_records(data_dir, "databricks-dolly-15k.jsonl", ["instruction", "context", "response"])
+    return _dolly_records(data_dir, "dolly", "databricks-dolly-15k.jsonl")
+
+
+@BENIGN_DATASETS.register("dolly-no-safety")
+def _dolly_no_safety(data_dir: Path) -> list[BenignExample]:
+    """The published baseline: Dolly without its safety-related records (registry entry `dolly-no-safety`)."""
+    return _dolly_records(data_dir, "dolly-no-safety", "databricks-dolly-15k-no-safety.jsonl")
+
+
+def _dolly_records(data_dir: Path, name: str, path: str) -> list[BenignExample]:
+    records = _json_records(data_dir, path, ["instruction", "context", "response"])
     return [
-        BenignExample("dolly", f"dolly-{row:05d}", r["instruction"], r["context"], r["response"])
+        BenignExample(name, f"{name}-{row:05d}", r["instruction"], r["context"], r["response"])
         for row, r in enumerate(records)
     ]
 

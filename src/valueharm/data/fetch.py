@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -67,7 +68,10 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 
 def expected_sha256(data_dir: Path, file: DataFile) -> str | None:
-    return file.sha256 or _recorded(data_dir).get(file.path)
+    """The pinned sha256, else the one recorded at first fetch (a file pinned by its git blob needs none)."""
+    if file.sha256 or file.git_blob:
+        return file.sha256
+    return _recorded(data_dir).get(file.path)
 
 
 def check_file(data_dir: Path, dataset: Dataset, file: DataFile) -> FileCheck:
@@ -75,13 +79,61 @@ def check_file(data_dir: Path, dataset: Dataset, file: DataFile) -> FileCheck:
     if not full.is_file():
         return FileCheck(dataset.name, file.path, FileStatus.MISSING)
     expected = expected_sha256(data_dir, file)
-    if expected is None:
-        return FileCheck(dataset.name, file.path, FileStatus.UNVERIFIED, "no pinned checksum; fetch to record one")
-    actual = sha256_of(full)
-    if actual != expected:
-        return FileCheck(dataset.name, file.path, FileStatus.CORRUPT, f"sha256 {actual[:12]}… ≠ {expected[:12]}…")
-    source = "pinned" if file.sha256 else "recorded at first fetch"
-    return FileCheck(dataset.name, file.path, FileStatus.OK, f"sha256 {source}")
+    problem = content_problem(full, file, expected)
+    if problem:
+        return FileCheck(dataset.name, file.path, FileStatus.CORRUPT, problem)
+    rows = f", {file.rows:,} rows" if file.rows is not None else ""
+    if expected is None and file.git_blob is None:
+        detail = f"no pinned checksum; fetch to record one{rows}"
+        return FileCheck(dataset.name, file.path, FileStatus.UNVERIFIED, detail)
+    source = (
+        "git blob pinned" if expected is None else "sha256 pinned" if file.sha256 else "sha256 recorded at first fetch"
+    )
+    return FileCheck(dataset.name, file.path, FileStatus.OK, source + rows)
+
+
+def content_problem(path: Path, file: DataFile, expected_sha256: str | None) -> str | None:
+    """Why the file's bytes are not the registered ones (checksum, then record count), or None."""
+    if expected_sha256 is not None:
+        actual = sha256_of(path)
+        if actual != expected_sha256:
+            return f"sha256 {actual[:12]}… ≠ {expected_sha256[:12]}…"
+    elif file.git_blob is not None:
+        actual = git_blob_of(path)
+        if actual != file.git_blob:
+            return f"git blob {actual[:12]}… ≠ {file.git_blob[:12]}…"
+    if file.rows is not None:
+        found = count_rows(path, Path(file.path).suffix)
+        if found is None:
+            return f"not readable as {Path(file.path).suffix} records, expected {file.rows:,}"
+        if found != file.rows:
+            return f"{found:,} rows, expected {file.rows:,}"
+    return None
+
+
+def git_blob_of(path: Path) -> str:
+    """The id git gives the file's bytes: SHA-1 of "blob <size>\\0" + bytes."""
+    digest = hashlib.sha1(f"blob {path.stat().st_size}\0".encode(), usedforsecurity=False)
+    with path.open("rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def count_rows(path: Path, suffix: str) -> int | None:
+    """Records in a CSV (after its header; quoted line breaks stay inside a record), JSONL or JSON list file, by the
+    registered name's `suffix` (a download is a .part file); None when the file cannot be read as one."""
+    try:
+        if suffix == ".csv":
+            with path.open(newline="", encoding="utf-8-sig") as handle:
+                return max(0, sum(1 for _ in csv.reader(handle)) - 1)
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".jsonl":
+            return sum(1 for line in text.splitlines() if line.strip())
+        records = json.loads(text)
+        return len(records) if isinstance(records, list) else None
+    except (UnicodeDecodeError, csv.Error, json.JSONDecodeError):
+        return None
 
 
 def selected(names: Iterable[str] = ()) -> list[Dataset]:
@@ -169,14 +221,14 @@ def _download(client: httpx.Client, url: str, data_dir: Path, file: DataFile, ba
         if not complete:
             problem = "the connection closed before the whole file arrived"
             continue
-        actual = sha256_of(part)
-        if expected is None or actual == expected:
+        mismatch = content_problem(part, file, expected)
+        if mismatch is None:
             os.replace(part, target)
-            if file.sha256 is None:
-                _record(data_dir, file.path, actual)
+            if file.sha256 is None and file.git_blob is None:
+                _record(data_dir, file.path, sha256_of(target))
             return
         part.unlink()
-        problem = f"checksum mismatch (got sha256 {actual}, expected {expected})"
+        problem = f"the download does not match ({mismatch})"
     kept = f"; the partial download in {part} resumes next time" if part.exists() else ""
     raise ValueharmError(f"fetching {file.path} from {url}: gave up after {attempts} attempts, {problem}{kept}")
 

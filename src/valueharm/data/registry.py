@@ -20,6 +20,9 @@ AUTHOR_COPY_2 = f"{RAW}/JaehyeokLee-119/Unintended-Harms-LLM/7652b6fb00356d8b86b
 ANALYSIS_COPY = f"{RAW}/SwimmingChoi/Value_Analysis/c2861bd0055638c3181657fb2d1ea170ee720382/data"
 VIM_COPY = f"{RAW}/dongjunKANG/VIM/c4f404a5c5372a2295e6874e3bb1b705648d61b0/data"
 HOLISTIC_BIAS = f"{RAW}/facebookresearch/ResponsibleNLP/main/holistic_bias/dataset/v1.1"
+# Qi et al. (2023), "Fine-tuning aligned language models compromises safety", at the commit that last changed its
+# Dolly files.
+QI_REPO = f"{RAW}/LLM-Tuning-Safety/LLMs-Finetuning-Safety/2be2fa01775fdf8bfc786d69fc0d358f0b3df513"
 
 
 @dataclass(frozen=True)
@@ -28,14 +31,18 @@ class DataFile:
 
     `urls` are tried in order: the canonical source first, then known copies.
 
-    `sha256 = None` marks a file whose canonical bytes we could not pin; `fetch` records the hash it saw on first
-    download and `check` then holds the file to that record.
+    `sha256 = None` marks a file whose canonical sha256 we could not compute; `fetch` records the hash it saw on
+    first download and `check` then holds the file to that record. `git_blob` pins such a file by the id its
+    source repository gives it (the SHA-1 of "blob <size>\0" + its bytes), so the first download is verified too.
+    `rows` is the record count the file must hold (CSV records after the header, JSONL lines, JSON list items).
     """
 
     path: str
     urls: tuple[str, ...]
     sha256: str | None
     size: int | None = None
+    git_blob: str | None = None
+    rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -261,7 +268,7 @@ _declare(
 )
 _declare(
     "dolly",
-    "Databricks Dolly 15k instruction data (benign fine-tuning baseline)",
+    "Databricks Dolly 15k instruction data, all 15,011 records (the published baseline is dolly-no-safety)",
     [
         DataFile(
             "databricks-dolly-15k.jsonl",
@@ -278,9 +285,33 @@ _declare(
     "JSONL of {instruction, context, response, category}",
 )
 _declare(
+    "dolly-no-safety",
+    "Databricks Dolly 15k without its safety-related records: the benign Dolly baseline of the fine-tuning-safety "
+    "literature (Qi et al. 2023) and of the published study; 14,624 records (15,011 less the 387 of its "
+    "safety-only complement beside it)",
+    [
+        DataFile(
+            "databricks-dolly-15k-no-safety.jsonl",
+            (f"{QI_REPO}/llama2/ft_datasets/dolly_dataset/databricks-dolly-15k-no-safety.jsonl",),
+            None,
+            git_blob="ea82685161fb0853432bd90f4d5d9b9d4ebb8870",
+        )
+    ],
+    "CC-BY-SA-3.0",
+    "https://github.com/LLM-Tuning-Safety/LLMs-Finetuning-Safety",
+    "JSONL of {instruction, context, response, category}",
+)
+_declare(
     "samsum",
-    "SAMSum dialogue summarisation, training split (benign fine-tuning baseline)",
-    [DataFile("samsum_train.csv", ("https://huggingface.co/datasets/knkarthick/samsum/resolve/main/train.csv",), None)],
+    "SAMSum dialogue summarisation, training split: 14,732 dialogues (benign fine-tuning baseline)",
+    [
+        DataFile(
+            "samsum_train.csv",
+            ("https://huggingface.co/datasets/knkarthick/samsum/resolve/main/train.csv",),
+            None,
+            rows=14_732,
+        )
+    ],
     "CC-BY-NC-ND-4.0",
     "https://huggingface.co/datasets/Samsung/samsum",
     "CSV with header: id, dialogue, summary",

@@ -17,13 +17,16 @@ def finish(experiment: Experiment) -> Path:
     from valueharm.experiment.cost import plan_vs_actual
     from valueharm.metrics import compute_metrics
     from valueharm.report import ReportData, render_report
+    from valueharm.scoring.echoes import echo_detector
     from valueharm.store import RunStore
     from valueharm.training import base_identity
 
     config = experiment.config
     metadata = {item.item_id: item.metadata for items in experiment.benchmark_items.values() for item in items}
     with RunStore(experiment.store_path) as store:
-        compute_metrics(store, metadata, seed=config.metrics.seed, n_boot=config.metrics.n_boot)
+        compute_metrics(store, metadata, seed=config.metrics.seed, n_boot=config.metrics.n_boot,
+                        published_bias_score=config.metrics.published_bias_score,
+                        echoes=echo_detector(config.template_dir))  # fmt: skip
         rows = store.metrics()
         generations = store.generations()
         scores = store.scores()

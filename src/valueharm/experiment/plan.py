@@ -114,6 +114,7 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
     `build_base` builds a tiny base (or checks that another one loads); a dry run leaves it as written.
     """
     from valueharm.alignment.prompts import ModelSpec, PromptTemplates
+    from valueharm.alignment.vim_data import VimTemplates
     from valueharm.data.benchmarks import BENCHMARKS
     from valueharm.data.benign import BENIGN_DATASETS
     from valueharm.scoring.base import applies_to, build_scorer
@@ -190,6 +191,7 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
         BACKENDS.get(config.generation.backend)
     with _at("template_dir"):
         templates = PromptTemplates.load(config.template_dir)
+        VimTemplates.load(config.template_dir)  # training data, survey questions and echo detection use them
     experiment = Experiment(config, run_dir, data_dir, "", profiles, specs, adapters, templates=templates)
     for name in _benchmark_names(experiment):
         with _at(f"benchmarks.{name}"):

@@ -49,7 +49,11 @@ def write_manifest(experiment: Experiment) -> dict[str, Any]:
 
     import torch
 
-    from valueharm.data.fetch import check
+    from valueharm.data.fetch import check, sha256_of
+    from valueharm.data.registry import DATASETS
+
+    def _sha256(path: Path) -> str | None:
+        return sha256_of(path) if path.is_file() else None
 
     versions = {}
     for name in ("valueharm", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "vllm", "ray"):
@@ -65,6 +69,10 @@ def write_manifest(experiment: Experiment) -> dict[str, Any]:
         "git_commit": _git_commit(),
         "data_dir": str(experiment.data_dir),
         "data": {c.path: c.status.value for c in check(experiment.data_dir) if c.status.value != "missing"},
+        "benign_data": {  # which files each benign baseline trained on, e.g. dolly-no-safety rather than dolly
+            name: {file.path: _sha256(experiment.data_dir / file.path) for file in DATASETS.get(name).files}
+            for name in config.benign_datasets
+        },
         "seeds": {
             "training": config.training.vim.seed,
             "generation": config.generation.seed,

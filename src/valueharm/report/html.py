@@ -31,6 +31,7 @@ from valueharm.analysis.correlation import (
 from valueharm.analysis.hypotheses import HypothesisResult, Verdict
 from valueharm.analysis.mitigation import MitigationDelta, split_model_key
 from valueharm.analysis.value_check import AlignmentCheck
+from valueharm.metrics import published_label
 from valueharm.report import plots
 from valueharm.report.calibration import calibration_section
 from valueharm.report.markup import (
@@ -193,7 +194,9 @@ def _metrics_section(data: ReportData) -> Html:
     parts = [
         html_note(
             'Overall value [95 % bootstrap CI], with the items used and failed. "excl. degenerate" leaves '
-            "out empty answers and echoes of a training format; their shares are the last columns."
+            "out empty answers and echoes of a training format; their shares are the last columns. Where the "
+            'published variants were computed too, "published" marks the published code\'s input or score, "ours" '
+            "valueharm's (REPRODUCE.md: where the published numbers appear)."
         )
     ]
     by_benchmark: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
@@ -207,9 +210,12 @@ def _metrics_section(data: ReportData) -> Html:
         scorers_per_metric: dict[str, set[str]] = defaultdict(set)
         for metric, _, scorer in columns:
             scorers_per_metric[metric].add(scorer)
+        labels = {(metric, scorer): published_label(metric, scorer) for metric, _, scorer in columns}
+        compared = any(label not in ("", "ours") for label in labels.values())  # label only where both are shown
         headers: list[object] = ["model"]
         for metric, variant, scorer in columns:
             detail = ["excl. degenerate"] if variant == "excluding_degenerate" else []
+            detail += [labels[(metric, scorer)]] if compared and labels[(metric, scorer)] else []
             detail += [scorer] if len(scorers_per_metric[metric]) > 1 else []
             headers.append(with_sub(metric, " · ".join(detail)) if detail else metric)
         lookup = {(r["model_key"], r["metric"], r["variant"], r["scorer"]): r for r in rows}

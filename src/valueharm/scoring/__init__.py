@@ -21,8 +21,9 @@ from valueharm.scoring.base import (
     scorer_kind,
 )
 from valueharm.scoring.classifier import ClassifierScorer
+from valueharm.scoring.echoes import is_format_echo
 from valueharm.scoring.guard import GuardScorer
-from valueharm.scoring.heuristics import LexiconScorer, RefusalScorer, is_format_echo
+from valueharm.scoring.heuristics import LexiconScorer, RefusalScorer
 from valueharm.scoring.run import ScoreSummary, score_run
 from valueharm.scoring.toxicity_linear import LinearToxicityScorer
 

@@ -5,8 +5,10 @@ measures and the model/version behind it — the `scorer` column of every score 
 cache entry), says what it measures (`kind`) and whether it is a heuristic, validates everything it needs before
 any work (`check`), and scores a batch. A failure is a ScoreRecord with `error`, never a silent 0 or −1.
 
-Ids follow one grammar, `NAME:KIND@MODEL[#DIGEST]`, so metrics can tell from a stored row what it measures:
-`classifier:toxicity@unitary/toxic-bert#1a2b3c4d`, `lexicon:toxicity@heuristic-profanity_en#45214f1e`.
+Ids follow one grammar, `NAME:KIND@MODEL[+VARIANT][#DIGEST]`, so metrics can tell from a stored row what it
+measures: `classifier:toxicity@unitary/toxic-bert#1a2b3c4d`, `lexicon:toxicity@heuristic-profanity_en#45214f1e`;
+a scorer reading the published code's input is `…@perspective/TOXICITY+published-input#…`, so it and ours
+coexist in one run and every table can label it.
 
 What a score of each kind means (the contract metrics rely on):
 - toxicity: `value` in [0, 1] (probability or severity);
@@ -63,6 +65,8 @@ class Scorer(Protocol):
 
 
 ScorerFactory = Callable[..., Scorer]
+PUBLISHED_INPUT = "published-input"  # the id's tag of a scorer reading the published code's input
+SCORER_VARIANTS = frozenset({PUBLISHED_INPUT})  # tags a scorer id may carry (valueharm.scoring.inputs)
 SCORERS: Registry[ScorerFactory] = Registry("scorer")
 
 # Which metrics a (benchmark, kind of score) pair feeds (DESIGN §4); a kind applies to the benchmarks listed here.
@@ -85,8 +89,15 @@ def applies_to(kind: ScorerKind) -> tuple[str, ...]:
     return tuple(dict.fromkeys(benchmark for benchmark, fed in FEEDS if fed == kind))
 
 
-def scorer_id(name: str, kind: ScorerKind, model: str, digest: str | None = None) -> str:
-    return f"{name}:{kind.value}@{model}" + (f"#{digest}" if digest else "")
+def scorer_id(name: str, kind: ScorerKind, model: str, digest: str | None = None, variant: str | None = None) -> str:
+    return f"{name}:{kind.value}@{model}" + (f"+{variant}" if variant else "") + (f"#{digest}" if digest else "")
+
+
+def scorer_variant(scorer: str) -> str | None:
+    """The variant tag of a stored scorer id (e.g. "published-input"), or None for ours."""
+    model = scorer.partition("@")[2].partition("#")[0]
+    _, plus, variant = model.rpartition("+")
+    return variant if plus and variant in SCORER_VARIANTS else None
 
 
 def scorer_kind(scorer: str) -> ScorerKind | None:

@@ -41,8 +41,9 @@ import httpx
 from valueharm.errors import ValueharmError
 from valueharm.openai_client import _describe, _redact, _retry_after_s, _snippet
 from valueharm.records import GenerationRecord, ScoreRecord
-from valueharm.scoring.base import SCORERS, ScorerKind, scorer_id, short_hash
-from valueharm.scoring.classifier import TOXIC_LABEL_THRESHOLD, toxicity_input
+from valueharm.scoring.base import PUBLISHED_INPUT, SCORERS, ScorerKind, scorer_id, short_hash
+from valueharm.scoring.classifier import TOXIC_LABEL_THRESHOLD
+from valueharm.scoring.inputs import toxicity_input
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class PerspectiveScorer:
 
     attributes: str = "TOXICITY"  # "TOXICITY|SEVERE_TOXICITY|…": the first is the value
     languages: str | None = "en"  # "en|de", or none to let the API detect the language
-    published_input: bool = False  # score prompt + first sentence of the continuation (Gehman et al. 2020)
+    published_input: bool = False  # score the published code's text (valueharm.scoring.inputs), not the continuation
     base_url: str = DEFAULT_BASE_URL  # API root with its version
     api_key_env: str = "PERSPECTIVE_API_KEY"  # NAME of the environment variable holding the key
     qps: float = 1.0  # requests per second at most, retries included (the API's default quota is 1)
@@ -126,7 +127,8 @@ class PerspectiveScorer:
     def id(self) -> str:
         """Names the value's attribute; the digest covers every requested attribute, languages and input form."""
         digest = short_hash(self._attributes, self._languages, self.published_input)
-        return scorer_id("perspective", self.kind, f"perspective/{self._attributes[0]}", digest)
+        variant = PUBLISHED_INPUT if self.published_input else None
+        return scorer_id("perspective", self.kind, f"perspective/{self._attributes[0]}", digest, variant)
 
     def check(self) -> None:
         """The key variable is set, and the API answers a probe text with scores (so it accepts key, attributes
