@@ -211,6 +211,14 @@ class AlignmentCheckSettings(Settings):
     )
 
 
+class PvqCheckSettings(Settings):
+    """The PVQ-40 check: the 40-item Portrait Values Questionnaire asked of every aligned model and of the base."""
+
+    enabled: bool = Field(True, description="Ask the PVQ-40 items when the questionnaire file is in the data dir.")
+    samples: int = Field(1, ge=1, description="Answers per item; each value's score is the mean over its items.")
+    temperature: float = Field(0.0, ge=0, description="0 reads the most likely answer; 1 samples.")
+
+
 # ------------------------------------------------------------------------------------------------------- scoring
 
 

@@ -82,33 +82,34 @@ def alignment_checks(experiment: Experiment, generations: Sequence[Any]) -> list
 
 
 def value_harm(experiment: Experiment, rows: Sequence[dict[str, Any]], checks: Sequence[Any]) -> tuple[Any, ...]:
-    """Correlations over the aligned models of one method (VIM if present: methods are not pooled), hypotheses."""
-    from valueharm.analysis.correlation import aligned_models, correlate, harm_metrics, harm_values, regress
-    from valueharm.analysis.hypotheses import evaluate, load_hypotheses, published_hypotheses
+    """Correlations over the aligned models of one method (VIM if present: methods are not pooled), tested with
+    the models' profile families as the independent units; the hypotheses; the regressions per harm category."""
+    from valueharm.analysis.correlation import aligned_models, correlate, harm_metrics, harm_values
+    from valueharm.analysis.hypotheses import evaluate
+    from valueharm.analysis.regression import regress
+    from valueharm.experiment.plan import hypotheses_table
 
     analysis = experiment.config.analysis
     notes: list[str] = []
     method = next((m for m in ("vim", "icl") if m in experiment.config.methods), None)
     if method is None:
         return None, [], [], ["value–harm analysis: no aligned models (methods vim or icl)"]
-    models = {key: s.profile for key, s in experiment.specs.items() if s.method == method and s.mitigation is None}
+    specs = {key: s for key, s in experiment.specs.items() if s.method == method and s.mitigation is None}
+    models = {key: s.profile for key, s in specs.items()}
+    families = {key: s.profile.family for key, s in specs.items()}
     if analysis.scores_from == "measured":
         measured = {c.model_key: c.measured for c in checks if c.model_key in models}
         models = {key: measured[key] for key in models if key in measured}
-    notes.append(f"value–harm correlations over the {len(models)} {method} models ({analysis.scores_from} scores)")
+    notes.append(
+        f"value–harm correlations over the {len(models)} {method} models in {len(set(families.values()))} profile "
+        f"families ({analysis.scores_from} scores)"
+    )
     harms = harm_values(rows, harm_metrics(analysis.harm_metrics), models=set(models))
-    aligned = aligned_models(models, harms)
-    correlation = correlate(aligned, sources=harms.sources, x_source=analysis.scores_from, notes=harms.notes)
-    hypotheses_table = load_hypotheses(analysis.hypotheses_file) if analysis.hypotheses_file else published_hypotheses()
-    hypotheses = evaluate(hypotheses_table, correlation, alpha=analysis.alpha)
-    regressions = []
-    if analysis.regression:
-        import warnings
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            regressions = [regress(aligned, benchmark, "all") for benchmark in harms.sources]
-        notes += [str(w.message) for w in caught]
+    aligned = aligned_models(models, harms, families)
+    correlation = correlate(aligned, sources=harms.sources, x_source=analysis.scores_from, notes=harms.notes,
+                            n_permutations=analysis.permutations, seed=analysis.seed)  # fmt: skip
+    hypotheses = evaluate(hypotheses_table(experiment.config, experiment.data_dir), correlation, alpha=analysis.alpha)
+    regressions = [regress(aligned, *column) for column in correlation.columns()] if analysis.regression else []
     return correlation, regressions, hypotheses, notes
 
 

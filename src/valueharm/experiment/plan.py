@@ -150,9 +150,10 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
     for index, key in enumerate(config.mitigation.models):
         if key not in specs:
             raise ValueharmError(f"mitigation.models[{index}]: unknown model {key!r}; models: {', '.join(specs)}")
+    guide = _value_guide(config, data_dir)
     for condition in config.mitigation.conditions:
         for key in chosen_models:
-            spec = replace(specs[key], mitigation=condition, set_aside=tuple(config.mitigation.set_aside))
+            spec = replace(specs[key], mitigation=condition, set_aside=tuple(config.mitigation.set_aside), guide=guide)
             with _at("mitigation"):
                 spec.__post_init__()
             specs[spec.model_key] = spec
@@ -185,6 +186,33 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
     with _at("base_model"):
         experiment.base = resolve_base(config, data_dir) if build_base else config.base_model
     return experiment
+
+
+def hypotheses_table(config: ExperimentConfig, data_dir: Path) -> list[Any]:
+    """The experiment's hypotheses (`analysis.hypotheses_file`, else the published table), every target category
+    checked against the full benchmark it names, when that benchmark is in the experiment."""
+    from valueharm.analysis.hypotheses import check_categories, load_hypotheses, published_hypotheses
+    from valueharm.data.benchmarks import BENCHMARKS
+
+    path = config.analysis.hypotheses_file
+    table = load_hypotheses(path) if path else published_hypotheses()
+    targeted = {benchmark for h in table for benchmark, _ in h.targets} & set(config.benchmarks)
+    categories = {}
+    for name in sorted(targeted):
+        with _at(f"benchmarks.{name}"):
+            items = BENCHMARKS.get(name).load(data_dir, **config.benchmarks[name].options)
+        categories[name] = {item.category for item in items}
+    check_categories(table, categories, f"analysis.hypotheses_file: {path}" if path else "built-in hypotheses")
+    return table
+
+
+def _value_guide(config: ExperimentConfig, data_dir: Path) -> Any:
+    """The per-category value instruction of the value and dual conditions, from the hypotheses table."""
+    from valueharm.analysis.hypotheses import value_guide
+
+    if not config.mitigation.by_category or not {"value", "dual"} & set(config.mitigation.conditions):
+        return None
+    return value_guide(hypotheses_table(config, data_dir))
 
 
 @contextlib.contextmanager
