@@ -115,7 +115,7 @@ def value_harm(experiment: Experiment, rows: Sequence[dict[str, Any]], checks: S
 
 def mitigation(experiment: Experiment, generations: Sequence[Any], scores: Sequence[Any]) -> list[Any]:
     """Deltas of every mitigation condition vs input only, per benchmark, scorer and metric it feeds."""
-    from valueharm.analysis.mitigation import mitigation_deltas
+    from valueharm.analysis.mitigation import mitigation_deltas, with_q
     from valueharm.scoring.base import FEEDS, build_scorer
 
     config = experiment.config
@@ -130,7 +130,7 @@ def mitigation(experiment: Experiment, generations: Sequence[Any], scores: Seque
                     generations, scores, benchmark=benchmark, scorer=scorer.id, metric=metric,
                     models=config.mitigation.models or None, n_boot=config.metrics.n_boot, seed=config.metrics.seed,
                 )  # fmt: skip
-    return deltas
+    return with_q(deltas)
 
 
 def _examples(generations: Sequence[Any], per_model: int = 2) -> list[dict[str, str]]:
