@@ -324,14 +324,17 @@ def load_config(path: str | Path) -> ExperimentConfig:
     except ValueharmError as error:
         raise ValueharmError(f"{path}: {error}") from None
     base = path.parent
-    profiles, hypotheses = config.profiles, config.analysis.hypotheses_file
+    profiles, hypotheses, pvq = config.profiles, config.analysis.hypotheses_file, config.analysis.pvq
     return config.model_copy(
         update={
             "profiles": profiles.model_copy(update={"files": [_relative(base, f) for f in profiles.files]}),
             "template_dir": _relative(base, config.template_dir) if config.template_dir else None,
             "data_dir": _relative(base, config.data_dir) if config.data_dir else None,
             "analysis": config.analysis.model_copy(
-                update={"hypotheses_file": _relative(base, hypotheses) if hypotheses else None}
+                update={
+                    "hypotheses_file": _relative(base, hypotheses) if hypotheses else None,
+                    "pvq": pvq.model_copy(update={"file": _relative(base, pvq.file) if pvq.file else None}),
+                }
             ),
         }
     )

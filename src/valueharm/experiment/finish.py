@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from valueharm.experiment.plan import Experiment
-from valueharm.settings import AlignmentCheckSettings
+from valueharm.settings import AlignmentCheckSettings, PvqCheckSettings
 
 
 def finish(experiment: Experiment) -> Path:
@@ -46,39 +46,35 @@ def finish(experiment: Experiment) -> Path:
         | {"config": config.model_dump(mode="json", exclude={"progress"})},
         metrics=rows,
         alignment=checks,
-        alignment_reading=_survey_reading(config.analysis.alignment_check),
+        alignment_reading=f"held-out survey: {_survey_reading(config.analysis.alignment_check)}; "
+        f"PVQ-40: {_survey_reading(config.analysis.pvq)}",
         profiles=experiment.profiles,
         correlation=correlation,
         regressions=regressions,
         hypotheses=hypotheses,
         mitigation=mitigation(experiment, generations, scores),
         examples=_examples(generations),
-        notes=notes,
+        notes=[*experiment.notes, *notes],
     )
     return render_report(data, experiment.report_path)
 
 
-def _survey_reading(check: AlignmentCheckSettings) -> str:
+def _survey_reading(check: AlignmentCheckSettings | PvqCheckSettings) -> str:
     answers = f"{check.samples} answer{'s' if check.samples > 1 else ''} per question"
     return f"{answers}, sampled at temperature {check.temperature:g}" if check.temperature > 0 else f"{answers}, greedy"
 
 
 def alignment_checks(experiment: Experiment, generations: Sequence[Any]) -> list[Any]:
-    """Each aligned model against its target; the untrained base against every target, as the reference."""
-    from valueharm.analysis.value_check import SURVEY_BENCHMARK, compare, measure, read_answer
+    """Per instrument (held-out survey, PVQ-40): each aligned model against its target; the untrained base against
+    every target, as the reference."""
+    from valueharm.analysis.value_check import check_models
 
-    survey = [g for g in generations if g.benchmark == SURVEY_BENCHMARK and g.error is None]
-    measured = measure(survey)
-    answers = {key: [read_answer(g) for g in survey if g.model_key == key] for key in measured}
-    checks = []
-    for key, spec in experiment.specs.items():
-        if spec.profile is not None and spec.mitigation is None and key in measured:
-            checks.append(compare(spec.profile, measured[key], answers[key]))
-    if "vanilla" in measured:
-        checks += [
-            compare(profile, measured["vanilla"], answers["vanilla"]) for profile in experiment.profiles.values()
-        ]
-    return checks
+    targets = {
+        key: [spec.profile]
+        for key, spec in experiment.specs.items()
+        if spec.profile is not None and spec.mitigation is None
+    }
+    return check_models(generations, targets | {"vanilla": list(experiment.profiles.values())})
 
 
 def value_harm(experiment: Experiment, rows: Sequence[dict[str, Any]], checks: Sequence[Any]) -> tuple[Any, ...]:
@@ -87,7 +83,7 @@ def value_harm(experiment: Experiment, rows: Sequence[dict[str, Any]], checks: S
     from valueharm.analysis.correlation import aligned_models, correlate, harm_metrics, harm_values
     from valueharm.analysis.hypotheses import evaluate
     from valueharm.analysis.regression import regress
-    from valueharm.experiment.plan import hypotheses_table
+    from valueharm.experiment.plan import SURVEY, hypotheses_table
 
     analysis = experiment.config.analysis
     notes: list[str] = []
@@ -98,7 +94,7 @@ def value_harm(experiment: Experiment, rows: Sequence[dict[str, Any]], checks: S
     models = {key: s.profile for key, s in specs.items()}
     families = {key: s.profile.family for key, s in specs.items()}
     if analysis.scores_from == "measured":
-        measured = {c.model_key: c.measured for c in checks if c.model_key in models}
+        measured = {c.model_key: c.measured for c in checks if c.model_key in models and c.instrument == SURVEY}
         models = {key: measured[key] for key in models if key in measured}
     notes.append(
         f"value–harm correlations over the {len(models)} {method} models in {len(set(families.values()))} profile "

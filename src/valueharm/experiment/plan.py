@@ -18,6 +18,8 @@ from valueharm.experiment.config import BenchmarkConfig, ExperimentConfig
 
 TINY_PREFIX = "tiny:"  # `base_model: tiny:demo` is the built-in offline model
 SURVEY = "value-survey"
+PVQ = "pvq40"
+CHECKS = (SURVEY, PVQ)  # the alignment checks' questionnaires: unmitigated models only, no scorers, no metrics
 CONFIG_FILE = "experiment.yaml"
 MANIFEST_FILE = "manifest.json"
 
@@ -69,6 +71,7 @@ class Experiment:
     adapters_dir: Path  # where adapters are trained to and loaded from (`adapters_root`)
     benchmark_items: dict[str, list[Any]] = field(default_factory=dict)
     templates: Any = None
+    notes: list[str] = field(default_factory=list)  # what the run leaves out and why, for the report
 
     @property
     def store_path(self) -> Path:
@@ -83,12 +86,13 @@ class Experiment:
         return self.run_dir / MANIFEST_FILE
 
     def benchmark_config(self, name: str) -> BenchmarkConfig:
-        """A benchmark's settings; the alignment check's survey takes its sampling from `analysis.alignment_check`."""
+        """A benchmark's settings; the alignment checks' questionnaires take their sampling from
+        `analysis.alignment_check` and `analysis.pvq`."""
         if name in self.config.benchmarks:
             return self.config.benchmarks[name]
-        if name != SURVEY:
+        if name not in CHECKS:
             return BenchmarkConfig()
-        check = self.config.analysis.alignment_check
+        check = self.config.analysis.alignment_check if name == SURVEY else self.config.analysis.pvq
         return BenchmarkConfig(samples=check.samples, temperature=check.temperature)
 
     def models_for(self, benchmark: str) -> list[str]:
@@ -96,7 +100,7 @@ class Experiment:
         return [key for key, spec in self.specs.items() if self._generates(spec, benchmark)]
 
     def _generates(self, spec: Any, benchmark: str) -> bool:
-        if benchmark == SURVEY:
+        if benchmark in CHECKS:
             return spec.mitigation is None
         if spec.mitigation is None:
             return True
@@ -225,10 +229,24 @@ def _at(where: str) -> Iterator[None]:
 
 
 def _benchmark_names(experiment: Experiment) -> list[str]:
+    """The configured benchmarks, then the alignment checks' questionnaires when there are aligned models; the
+    PVQ-40 check is skipped, with a note, when its questionnaire is not in the data directory."""
+    from valueharm.data.pvq import PVQ_FILE
+
     names = list(experiment.config.benchmarks)
-    check = experiment.config.analysis.alignment_check
-    if check.enabled and any(s.method in {"vim", "icl"} for s in experiment.specs.values()) and SURVEY not in names:
+    analysis = experiment.config.analysis
+    if not any(s.method in {"vim", "icl"} for s in experiment.specs.values()):
+        return names
+    if analysis.alignment_check.enabled and SURVEY not in names:
         names.append(SURVEY)
+    if analysis.pvq.enabled and PVQ not in names:
+        if analysis.pvq.file is not None or (experiment.data_dir / PVQ_FILE).is_file():
+            names.append(PVQ)
+        else:
+            experiment.notes.append(
+                f"PVQ-40 check skipped: {PVQ_FILE} is not in the data dir {experiment.data_dir} "
+                f"(run `valueharm data fetch pvq40`, or set analysis.pvq.file)"
+            )
     return names
 
 
@@ -236,11 +254,16 @@ def _load_items(experiment: Experiment, name: str) -> list[Any]:
     from valueharm.data.benchmarks import BENCHMARKS, select_items
 
     bench = experiment.config.benchmarks.get(name)
-    if bench is None:  # the alignment check's survey
+    analysis = experiment.config.analysis
+    if name == SURVEY and bench is None:
         return BENCHMARKS.get(name).load(
-            experiment.data_dir, per_value=experiment.config.analysis.alignment_check.per_value,
+            experiment.data_dir, per_value=analysis.alignment_check.per_value,
             template_dir=experiment.config.template_dir,
         )  # fmt: skip
+    if name == PVQ and bench is None:
+        with _at("analysis.pvq"):
+            return BENCHMARKS.get(name).load(experiment.data_dir, file=analysis.pvq.file,
+                                             template_dir=experiment.config.template_dir)  # fmt: skip
     return select_items(BENCHMARKS.get(name), experiment.data_dir, bench, **bench.options)
 
 

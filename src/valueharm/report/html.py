@@ -24,7 +24,7 @@ from valueharm.analysis.correlation import DEFAULT_HARM_METRICS, OVERALL, Correl
 from valueharm.analysis.hypotheses import HypothesisResult, Verdict
 from valueharm.analysis.mitigation import MitigationDelta, split_model_key
 from valueharm.analysis.regression import RegressionResult
-from valueharm.analysis.value_check import AlignmentCheck
+from valueharm.analysis.value_check import PUBLISHED_PVQ_NMSE, PVQ_BENCHMARK, SURVEY_BENCHMARK, AlignmentCheck
 from valueharm.report import plots
 from valueharm.report.analysis_sections import correlation_section, hypotheses_section, mitigation_section
 from valueharm.report.markup import (
@@ -45,6 +45,7 @@ from valueharm.report.markup import (
 )
 from valueharm.values import VALUE_ABBREVIATIONS, VALUES, ValueProfile
 
+INSTRUMENT_NAMES = {SURVEY_BENCHMARK: "held-out survey", PVQ_BENCHMARK: "PVQ-40"}
 SHARES = ("empty_share", "echo_share")  # degenerate-answer shares: shown after the metrics they qualify
 MAX_TEXT = 800  # characters of a model output shown in the examples table
 
@@ -247,6 +248,7 @@ def _alignment_section(data: ReportData) -> Html:
         return html_section("alignment", title, html_empty())
     headers = [
         "model",
+        "instrument",
         "target",
         "values measured",
         "NMSE",
@@ -268,6 +270,7 @@ def _alignment_section(data: ReportData) -> Html:
             r_text = with_sub(fmt_num(check.pearson_r), f"p={fmt_p(check.pearson_p)}")
         rows.append(
             [
+                INSTRUMENT_NAMES.get(check.instrument, check.instrument),
                 check.model_key,
                 check.target,
                 check.values_measured,
@@ -283,31 +286,39 @@ def _alignment_section(data: ReportData) -> Html:
         "alignment",
         title,
         html_note(
-            f"Each model answers held-out 1–6 survey questions{reading}; per value: measured mean answer (target "
-            "below). NMSE on (s − 1)/5: 0 = identical, 1 = opposite extremes. The untrained base (vanilla) is "
-            "compared with every target as the reference."
+            f"Each model answers 1–6 questionnaires{reading}: held-out survey questions on arguments no adapter was "
+            "trained on, and the 40-item Portrait Values Questionnaire (PVQ-40, items averaged per value with its "
+            "coding key) where its file is present. Per value: measured mean answer (target below). NMSE on "
+            "(s − 1)/5: 0 = identical, 1 = opposite extremes; the published PVQ-40 NMSE, averaged over models, is "
+            "shown beside ours. The untrained base (vanilla) is compared with every target as the reference."
         ),
-        html_table(["models", "checks", "mean Pearson r", "mean NMSE"], _alignment_means(data.alignment)),
+        html_table(
+            ["instrument", "models", "checks", "mean Pearson r", "mean NMSE", "published NMSE"],
+            _alignment_means(data.alignment),
+        ),
         html_table(headers, rows),
         html_figure(plots.alignment_scatter(data.alignment, data.profiles), "Target vs measured value scores"),
     )
 
 
 def _alignment_means(checks: Sequence[AlignmentCheck]) -> list[list[Any]]:
-    """One row per method (the model key's part before "/"): mean Pearson r and NMSE over its checks."""
-    by_method: dict[str, list[AlignmentCheck]] = {}
+    """One row per instrument and method (the model key's part before "/"): mean Pearson r and NMSE over its
+    checks, with the published PVQ-40 NMSE for comparison."""
+    by_method: dict[tuple[str, str], list[AlignmentCheck]] = {}
     for check in checks:
-        by_method.setdefault(check.model_key.split("/")[0], []).append(check)
+        by_method.setdefault((check.instrument, check.model_key.split("/")[0]), []).append(check)
 
     def mean(values: Sequence[float | None]) -> float | None:
         known = [v for v in values if v is not None]
         return sum(known) / len(known) if known else None
 
     rows = []
-    for method, group in by_method.items():
+    for (instrument, method), group in by_method.items():
         defined = [c.pearson_r for c in group if c.pearson_r is not None]
         r_text = with_sub(fmt_num(mean(defined)), f"{len(defined)} of {len(group)} defined")
-        rows.append([method, len(group), Cell(esc(r_text), "num"), num(mean([c.nmse for c in group]))])
+        published = PUBLISHED_PVQ_NMSE.get(method) if instrument == PVQ_BENCHMARK else None
+        rows.append([INSTRUMENT_NAMES.get(instrument, instrument), method, len(group), Cell(esc(r_text), "num"),
+                     num(mean([c.nmse for c in group])), num(published, 4)])  # fmt: skip
     return rows
 
 
