@@ -202,3 +202,21 @@ def test_dry_run_reports_what_is_done(tmp_path: Path, data_dir: Path):
     changed = write_config(tmp_path, {**config, "metrics": {"n_boot": 60}}, "changed.yaml")
     with pytest.raises(ValueharmError, match="started with a different config \\(changed: metrics\\)"):
         run_experiment(changed, tmp_path / "run")
+
+
+def test_the_hypotheses_file_is_checked_against_the_benchmarks_and_guides_the_value_condition(
+    tmp_path: Path, data_dir: Path
+):
+    table = tmp_path / "mine.yaml"
+    table.write_text("hypotheses:\n  - {id: x, value: Power, direction: negative, targets: [hex-phi/malwere]}\n")
+    config = {**SMALL, "data_dir": str(data_dir), "analysis": {"hypotheses_file": "mine.yaml"},
+              "mitigation": {"conditions": ["value"], "models": ["vim/Pow"]}}  # fmt: skip
+    with pytest.raises(ValueharmError, match=r"mine\.yaml: hypothesis 'x': unknown hex-phi category 'malwere'"):
+        resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
+    table.write_text("hypotheses:\n  - {id: x, value: Power, direction: negative, targets: [hex-phi/malware]}\n")
+    experiment = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
+    guide = experiment.specs["vim/Pow+mitigation:value"].guide
+    assert guide.lookup("hex-phi", "malware") == ((), ("Power",)) and guide.lookup("hex-phi", "adult_content") is None
+    config["mitigation"]["by_category"] = False
+    experiment = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
+    assert experiment.specs["vim/Pow+mitigation:value"].guide is None
