@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import linalg, stats
 
 from valueharm.analysis.correlation import AlignedModel, correlate, value_scores
 from valueharm.analysis.family import cluster_robust, family_means, permutation_test
@@ -86,19 +86,33 @@ def test_seeded_and_reasons_for_not_testing() -> None:
         permutation_test(x, y, family, n_permutations=0)
 
 
-def test_cluster_robust_covariance_equals_the_sum_over_clusters() -> None:
+def test_cluster_robust_is_cr2_with_bell_mccaffrey_degrees_of_freedom() -> None:
+    """Against the textbook formulas written out with dense matrices (Imbens and Kolesár 2016, eqs. 8 and 11)."""
     rng = np.random.default_rng(4)
     clusters = [f"c{i % 6}" for i in range(30)]
     design = np.column_stack([np.ones(30), rng.normal(size=(30, 2))])
-    residuals = rng.normal(size=30)
+    residuals = rng.normal(size=30) + np.repeat(rng.normal(size=6), 5)[np.argsort(np.argsort(clusters))]
     bread = np.linalg.inv(design.T @ design)
+    M = np.eye(30) - design @ bread @ design.T
+    groups = [[i for i, name in enumerate(clusters) if name == f"c{g}"] for g in range(6)]
     meat = np.zeros((3, 3))
-    for c in set(clusters):
-        rows = [i for i, name in enumerate(clusters) if name == c]
-        score = design[rows].T @ residuals[rows]
+    adjust = {}
+    for g, rows in enumerate(groups):
+        adjust[g] = linalg.inv(linalg.sqrtm(M[np.ix_(rows, rows)])).real
+        score = design[rows].T @ adjust[g] @ residuals[rows]
         meat += np.outer(score, score)
-    expected = 6 / 5 * 29 / 27 * bread @ meat @ bread
-    np.testing.assert_allclose(cluster_robust(design, residuals, clusters), expected, rtol=1e-10)
+    robust = cluster_robust(design, residuals, clusters)
+    np.testing.assert_allclose(robust.covariance, bread @ meat @ bread, rtol=1e-8)
+    # degrees of freedom under the random-effects working model Ω = (1 − ρ)I + ρ·(same family)
+    same = np.array([[a == b for b in clusters] for a in clusters], dtype=float)
+    off = same - np.eye(30)
+    rho = float(residuals @ off @ residuals / off.sum() / (residuals @ residuals / 30))
+    omega = (1 - rho) * np.eye(30) + rho * same
+    for coefficient in range(3):
+        G = np.column_stack([M[:, rows] @ adjust[g] @ design[rows] @ bread[:, coefficient]
+                             for g, rows in enumerate(groups)])  # fmt: skip
+        gram = G.T @ omega @ G
+        assert robust.df[coefficient] == pytest.approx(min(np.trace(gram) ** 2 / np.trace(gram @ gram), 5))
 
 
 def grid_models(x_family: np.ndarray, y_family: np.ndarray) -> list[AlignedModel]:

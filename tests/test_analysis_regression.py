@@ -46,8 +46,9 @@ def test_planted_coefficient_is_recovered_standardised_with_clustered_intervals(
     np.testing.assert_allclose([fit.coefficients[v].estimate for v in VALUES], beta[1:], rtol=1e-8)
     hedonism = fit.coefficients["Hedonism"]
     assert hedonism.ci_low > 0.3 and hedonism.p < 1e-6
-    # the interval is the clustered standard error on 29 degrees of freedom
-    assert hedonism.ci_high - hedonism.estimate == pytest.approx(stats.t.ppf(0.975, 29) * hedonism.std_error)
+    # the interval is the clustered standard error on its Bell–McCaffrey degrees of freedom, at most families − 1
+    assert 5 < hedonism.df <= 29
+    assert hedonism.ci_high - hedonism.estimate == pytest.approx(stats.t.ppf(0.975, hedonism.df) * hedonism.std_error)
     others = [fit.coefficients[v] for v in VALUES if v != "Hedonism"]
     assert max(abs(c.estimate) for c in others) < hedonism.estimate / 2
     assert {r["term"] for r in fit.rows()} == set(VALUES) and 0 < fit.r_squared < 1
@@ -63,7 +64,7 @@ def test_clustering_widens_intervals_when_near_copies_share_noise() -> None:
 
 
 def test_collinear_values_fall_back_to_the_four_dimensions_and_say_so() -> None:
-    fit = regress(sweep(collinear=True), *CELL)
+    fit = regress(sweep(n_families=60, collinear=True), *CELL)
     assert fit.identifiable and fit.predictors == "higher-order"
     assert set(fit.coefficients) == set(HIGHER_ORDER)
     assert "collinear" in fit.notes[0] and "four higher-order dimensions" in fit.notes[0]

@@ -114,7 +114,7 @@ class ValueProfile:
         return self._vector
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "scores": dict(self.scores), "provenance": self.provenance}
+        return {"name": self.name, "scores": dict(self.scores), "provenance": self.provenance, "family": self.family}
 
 
 def _checked_score(raw: object, where: str) -> float:

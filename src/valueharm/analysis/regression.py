@@ -3,8 +3,9 @@
 Per (benchmark, category): the harm metric regressed by OLS on the ten target values, over the models with every
 predictor. Harm and predictors are standardised (z-scores), so a coefficient is the SDs of harm per SD of the
 value and coefficients compare across values and categories. Standard errors are cluster-robust with profile
-families as clusters (CR1, `valueharm.analysis.family.cluster_robust`), and intervals use a t distribution on
-G − 1 degrees of freedom (G families): near-copies of a profile are not independent evidence.
+families as clusters (CR2, `valueharm.analysis.family.cluster_robust`), and each coefficient's interval and p use
+a t distribution on its Bell–McCaffrey degrees of freedom (at most G − 1, G families): near-copies of a profile
+are not independent evidence, and with few families and many slopes far fewer degrees of freedom are left.
 
 The ten values are often too collinear to separate (the published extremes move in blocks: a higher-order group
 at 6 raises two or three values together). When the ten are collinear (rank-deficient, or a variance inflation
@@ -41,6 +42,7 @@ class Coefficient:
     p: float
     ci_low: float
     ci_high: float
+    df: float  # of its t distribution (Bell–McCaffrey)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class RegressionResult:
     benchmark: str
     category: str
     n: int  # models
-    n_families: int  # clusters; the t intervals have n_families − 1 degrees of freedom
+    n_families: int  # clusters; each coefficient's t has at most n_families − 1 degrees of freedom
     predictors: str  # "values" (the ten) or "higher-order" (the four dimensions)
     coefficients: dict[str, Coefficient]  # per predictor (no intercept: standardised variables have mean 0)
     r_squared: float
@@ -92,7 +94,7 @@ def regress(
     if problem is None and (n == 0 or np.ptp(y) == 0):
         problem = "the harm metric is the same for every model"
     if problem is not None:
-        nan = Coefficient(*(math.nan,) * 6)
+        nan = Coefficient(*(math.nan,) * 7)
         notes.append(f"not identifiable: {problem}")
         coefficients = dict.fromkeys(names, nan)
         return RegressionResult(benchmark, category, n, g, predictors, coefficients, math.nan, math.nan, False,
@@ -138,12 +140,12 @@ def _fit(
     notes: list[str],
 ) -> RegressionResult:
     n, k = predictors.shape
-    g = len(set(units))
     design = np.column_stack([np.ones(n), _z(predictors)])
     beta, *_ = np.linalg.lstsq(design, y, rcond=None)
     residuals = y - design @ beta
-    se = np.sqrt(np.maximum(np.diag(cluster_robust(design, residuals, units)), 0.0))
-    df = g - 1
+    robust = cluster_robust(design, residuals, units)
+    se = np.sqrt(np.maximum(np.diag(robust.covariance), 0.0))
+    df = robust.df
     with np.errstate(divide="ignore", invalid="ignore"):  # an exact fit has zero standard errors
         t = beta / se
     p = 2 * stats.t.sf(np.abs(t), df)
@@ -151,9 +153,9 @@ def _fit(
     rss = float(residuals @ residuals)
     r2 = 1 - rss / float(y @ y)  # y is centred
     coefficients = {
-        name: Coefficient(float(b), float(s), float(tv), float(pv), float(b - h), float(b + h))
-        for name, b, s, tv, pv, h in zip(names, beta[1:], se[1:], t[1:], p[1:], half[1:], strict=True)
+        name: Coefficient(float(b), float(s), float(tv), float(pv), float(b - h), float(b + h), float(d))
+        for name, b, s, tv, pv, h, d in zip(names, beta[1:], se[1:], t[1:], p[1:], half[1:], df[1:], strict=True)
     }
     adjusted = 1 - (1 - r2) * (n - 1) / (n - k - 1)
-    return RegressionResult(benchmark, category, n, g, "values" if k == len(VALUES) else "higher-order",
+    return RegressionResult(benchmark, category, n, len(set(units)), "values" if k == len(VALUES) else "higher-order",
                             coefficients, r2, adjusted, True, level, notes)  # fmt: skip

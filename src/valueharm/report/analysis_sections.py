@@ -143,10 +143,10 @@ def _regression_part(regressions: Sequence[RegressionResult]) -> Html:
         "<h3>Multiple regression per harm category (standardised, family-clustered)</h3>"
         + html_note(
             "Harm on the ten target values by OLS, both standardised (SDs of harm per SD of the value), with "
-            f"{level} intervals from family-clustered (CR1) standard errors on families − 1 degrees of freedom. When "
-            "the ten are collinear or too few families support ten slopes, the four higher-order dimensions are "
-            "used instead, as the note says. With few families CR1 intervals are somewhat too narrow; read them "
-            "with the family test above."
+            f"{level} intervals from family-clustered (CR2) standard errors, each on its Bell–McCaffrey degrees of "
+            "freedom (at most families − 1; few when there are few families for many slopes). When the ten are "
+            "collinear or too few families support ten slopes, the four higher-order dimensions are used instead, "
+            "as the note says."
         )
         + html_table(headers, rows)
         + html_figure(plots.regression_chart(regressions), f"Standardised coefficients, {level} clustered intervals")
