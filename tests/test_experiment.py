@@ -220,3 +220,15 @@ def test_the_hypotheses_file_is_checked_against_the_benchmarks_and_guides_the_va
     config["mitigation"]["by_category"] = False
     experiment = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
     assert experiment.specs["vim/Pow+mitigation:value"].guide is None
+
+
+def test_by_default_the_base_is_mitigated_beside_the_aligned_models_where_it_can_be(tmp_path: Path, data_dir: Path):
+    config = {**SMALL, "data_dir": str(data_dir), "mitigation": {"conditions": ["safety", "value"]}}
+    specs = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False).specs
+    mitigated = sorted(key for key in specs if "+mitigation:" in key)
+    aligned = sorted(key for key, spec in specs.items() if spec.method in {"vim", "icl"} and spec.mitigation is None)
+    expected = [f"{key}+mitigation:{c}" for key in ["vanilla", *aligned] for c in ("safety", "value")]
+    assert mitigated == sorted(expected)
+    config["mitigation"]["by_category"] = False  # no instruction for the base's value condition: left out
+    specs = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False).specs
+    assert "vanilla+mitigation:safety" in specs and "vanilla+mitigation:value" not in specs

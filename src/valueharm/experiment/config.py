@@ -60,7 +60,10 @@ class MitigationConfig(Settings):
     conditions: list[Literal["safety", "value", "dual"]] = Field(
         default_factory=list, description="In-context alignment prompts to add: safety, value or both (dual)."
     )
-    models: list[str] = Field(default_factory=list, description="Model keys to mitigate (default: every aligned one).")
+    models: list[str] = Field(
+        default_factory=list,
+        description="Model keys to mitigate (default: every aligned one, and vanilla when it is a method, to compare).",
+    )
     benchmarks: list[str] = Field(default_factory=list, description="Default: every benchmark of the experiment.")
     set_aside: list[str] = Field(
         default_factory=list, description="Values the value instruction names where the category map says nothing."

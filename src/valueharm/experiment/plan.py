@@ -149,14 +149,12 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
             path = (lambda p: adapters / "vim" / p.name) if method == "vim" else (lambda p: None)
             new = [ModelSpec(method, p, adapter_path=path(p)) for p in profiles.values()]
         specs |= {spec.model_key: spec for spec in new}
-    aligned = [key for key, spec in specs.items() if spec.method in {"vim", "icl"}]
-    chosen_models = config.mitigation.models or aligned
     for index, key in enumerate(config.mitigation.models):
         if key not in specs:
             raise ValueharmError(f"mitigation.models[{index}]: unknown model {key!r}; models: {', '.join(specs)}")
     guide = _value_guide(config, data_dir)
     for condition in config.mitigation.conditions:
-        for key in chosen_models:
+        for key in config.mitigation.models or _mitigated_by_default(specs, condition, guide is not None, config):
             spec = replace(specs[key], mitigation=condition, set_aside=tuple(config.mitigation.set_aside), guide=guide)
             with _at("mitigation"):
                 spec.__post_init__()
@@ -190,6 +188,14 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
     with _at("base_model"):
         experiment.base = resolve_base(config, data_dir) if build_base else config.base_model
     return experiment
+
+
+def _mitigated_by_default(specs: dict[str, Any], condition: str, guided: bool, config: ExperimentConfig) -> list[str]:
+    """Every aligned model, and the base beside them where the condition has an instruction for it (the safety
+    one always; a value instruction only from the category map or a configured set_aside list)."""
+    aligned = [key for key, spec in specs.items() if spec.method in {"vim", "icl"}]
+    base_fits = condition == "safety" or guided or bool(config.mitigation.set_aside)
+    return [*(["vanilla"] if "vanilla" in specs and base_fits else []), *aligned]
 
 
 def hypotheses_table(config: ExperimentConfig, data_dir: Path) -> list[Any]:

@@ -66,7 +66,7 @@ def correlation_section(result: CorrelationResult | None, regressions: Sequence[
         ),
         html_figure(
             plots.correlation_heatmap(result),
-            "Per-model Spearman ρ per value and benchmark category; marks from the family test's q",
+            "The family test's correlation of family means per value and benchmark category (grey: not tested)",
         ),
     ]
     decided = sorted((c for c in result.cells if c.decided), key=lambda c: (c.family_q, c.family_p))

@@ -100,9 +100,9 @@ def _with_bad(name: str) -> Colormap:
     return colormaps[name].with_extremes(bad="#dddddd")  # not tested / no data: grey
 
 
-def correlation_heatmap(result: CorrelationResult, method: str = "spearman") -> bytes | None:
-    """Dimensions × (benchmark, category) per-model coefficients; marks from the deciding family test: * q < .05,
-    ** q < .01; grey = not tested."""
+def correlation_heatmap(result: CorrelationResult) -> bytes | None:
+    """Dimensions × (benchmark, category): the deciding family test's coefficient (correlation of family means),
+    * q < .05, ** q < .01; grey = not tested."""
     columns = result.columns()
     dimensions = list(dict.fromkeys(c.value for c in result.cells))
     if not columns or not dimensions:
@@ -113,12 +113,10 @@ def correlation_heatmap(result: CorrelationResult, method: str = "spearman") -> 
     for row, value in enumerate(dimensions):
         for col, (benchmark, category) in enumerate(columns):
             cell = lookup.get((benchmark, category, value))
-            if cell is None or not cell.tested:
+            if cell is None or not cell.decided:
                 continue
-            coefficient = cell.spearman_rho if method == "spearman" else cell.pearson_r
-            q = cell.family_q if cell.decided else 1.0
-            grid[row, col] = coefficient
-            marks[row][col] = "**" if q < 0.01 else "*" if q < 0.05 else ""
+            grid[row, col] = cell.family_coefficient
+            marks[row][col] = "**" if cell.family_q < 0.01 else "*" if cell.family_q < 0.05 else ""
     figure = Figure(figsize=(min(MAX_WIDTH, 3.5 + 0.42 * len(columns)), 1.8 + 0.34 * len(dimensions)))
     axis = figure.add_subplot()
     image = axis.imshow(np.ma.masked_invalid(grid), cmap=_with_bad("RdBu_r"), vmin=-1, vmax=1, aspect="auto")
@@ -133,9 +131,9 @@ def correlation_heatmap(result: CorrelationResult, method: str = "spearman") -> 
     axis.set_yticks(range(len(dimensions)), dimensions, fontsize=8)
     if any(d in HIGHER_ORDER for d in dimensions) and any(d in VALUES for d in dimensions):
         axis.axhline(sum(d in VALUES for d in dimensions) - 0.5, color="black", linewidth=1)
-    name = "Spearman ρ" if method == "spearman" else "Pearson r"
-    axis.set_title(f"{name} of value ({result.x_source} score) with harm, {result.n_models} models; * q < .05, "
-                   f"** q < .01 (family test, {result.n_families} families, BH)", fontsize=10)  # fmt: skip
+    name = f"family {'Spearman ρ' if result.family_method == 'spearman' else 'Pearson r'}"
+    axis.set_title(f"{name} of value ({result.x_source} score) with harm over {result.n_families} families "
+                   f"({result.n_models} models); * q < .05, ** q < .01 (BH)", fontsize=10)  # fmt: skip
     figure.colorbar(image, ax=axis, fraction=0.025, label=name)
     return _png(figure)
 
