@@ -97,7 +97,7 @@ def _unit(values: np.ndarray) -> np.ndarray:
     return centred / math.sqrt(float(centred @ centred))
 
 
-@lru_cache(maxsize=64)
+@lru_cache(maxsize=8)
 def _orders(g: int, n_permutations: int, seed: int) -> tuple[np.ndarray, bool]:
     """Every order of g families when there are few enough, else seeded random ones (the observed one excluded
     from the count by the +1 of the p-value)."""

@@ -145,7 +145,10 @@ def regression_chart(regressions: Sequence[RegressionResult]) -> bytes | None:
     terms = list(dict.fromkeys(t for r in fitted for t in r.coefficients))
     if not terms:
         return None
-    labels = [f"{r.benchmark} · {short_label(r.category, 26, 1)}" for r in fitted]
+    labels = [f"{r.benchmark} · {short_label(r.category, 26, 1) if r.category != 'all' else 'overall'}" for r in fitted]
+    bounds = [v for r in fitted for c in r.coefficients.values() for v in (c.ci_low, c.ci_high) if math.isfinite(v)]
+    limits = (min(bounds, default=-1.0), max(bounds, default=1.0))
+    pad = 0.05 * (limits[1] - limits[0] or 1.0)
     columns = min(5, len(terms))
     rows = math.ceil(len(terms) / columns)
     height = min(40.0, 1.2 + rows * (0.8 + 0.2 * len(fitted)))
@@ -163,6 +166,7 @@ def regression_chart(regressions: Sequence[RegressionResult]) -> bytes | None:
             axis.errorbar(c.estimate, position, xerr=whisker, fmt="o", color=color, markersize=4, markerfacecolor=face,
                           elinewidth=1)  # fmt: skip
         axis.axvline(0, color="black", linewidth=0.8)
+        axis.set_xlim(min(limits[0], 0) - pad, max(limits[1], 0) + pad)  # one scale: panels compare
         axis.set_ylim(len(fitted) - 0.5, -0.5)
         axis.set_yticks(range(len(fitted)), labels if number % columns == 0 else [], fontsize=7)
         axis.set_title(VALUE_ABBREVIATIONS.get(term, term), fontsize=9)
