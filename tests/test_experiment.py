@@ -217,7 +217,13 @@ def test_the_hypotheses_file_is_checked_against_the_benchmarks_and_guides_the_va
     experiment = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
     guide = experiment.specs["vim/Pow+mitigation:value"].guide
     assert guide.lookup("hex-phi", "malware") == ((), ("Power",)) and guide.lookup("hex-phi", "adult_content") is None
-    config["mitigation"]["by_category"] = False
+    assert [h.id for h in experiment.hypotheses] == ["x"]
+    config["mitigation"] = {}  # the table is checked before any work even when no mitigation uses it
+    table.write_text("hypotheses:\n  - {id: x, value: Power, direction: negative, targets: [hex-phi/malwere]}\n")
+    with pytest.raises(ValueharmError, match=r"unknown hex-phi category 'malwere'"):
+        resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
+    table.write_text("hypotheses:\n  - {id: x, value: Power, direction: negative, targets: [hex-phi/malware]}\n")
+    config["mitigation"] = {"conditions": ["value"], "models": ["vim/Pow"], "by_category": False}
     experiment = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
     assert experiment.specs["vim/Pow+mitigation:value"].guide is None
 

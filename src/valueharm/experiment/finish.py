@@ -83,7 +83,7 @@ def value_harm(experiment: Experiment, rows: Sequence[dict[str, Any]], checks: S
     from valueharm.analysis.correlation import aligned_models, correlate, harm_metrics, harm_values
     from valueharm.analysis.hypotheses import evaluate
     from valueharm.analysis.regression import regress
-    from valueharm.experiment.plan import SURVEY, hypotheses_table
+    from valueharm.experiment.plan import SURVEY
 
     analysis = experiment.config.analysis
     notes: list[str] = []
@@ -104,7 +104,7 @@ def value_harm(experiment: Experiment, rows: Sequence[dict[str, Any]], checks: S
     aligned = aligned_models(models, harms, families)
     correlation = correlate(aligned, sources=harms.sources, x_source=analysis.scores_from, notes=harms.notes,
                             n_permutations=analysis.permutations, seed=analysis.seed)  # fmt: skip
-    hypotheses = evaluate(hypotheses_table(experiment.config, experiment.data_dir), correlation, alpha=analysis.alpha)
+    hypotheses = evaluate(experiment.hypotheses, correlation, alpha=analysis.alpha)
     regressions = [regress(aligned, *column) for column in correlation.columns()] if analysis.regression else []
     return correlation, regressions, hypotheses, notes
 

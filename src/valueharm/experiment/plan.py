@@ -72,6 +72,7 @@ class Experiment:
     benchmark_items: dict[str, list[Any]] = field(default_factory=dict)
     templates: Any = None
     notes: list[str] = field(default_factory=list)  # what the run leaves out and why, for the report
+    hypotheses: list[Any] = field(default_factory=list)  # the expected directions, checked against the benchmarks
 
     @property
     def store_path(self) -> Path:
@@ -152,7 +153,8 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
     for index, key in enumerate(config.mitigation.models):
         if key not in specs:
             raise ValueharmError(f"mitigation.models[{index}]: unknown model {key!r}; models: {', '.join(specs)}")
-    guide = _value_guide(config, data_dir)
+    hypotheses = hypotheses_table(config, data_dir)
+    guide = _value_guide(config, hypotheses)
     for condition in config.mitigation.conditions:
         for key in config.mitigation.models or _mitigated_by_default(specs, condition, guide is not None, config):
             spec = replace(specs[key], mitigation=condition, set_aside=tuple(config.mitigation.set_aside), guide=guide)
@@ -181,7 +183,9 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
         BACKENDS.get(config.generation.backend)
     with _at("template_dir"):
         templates = PromptTemplates.load(config.template_dir)
-    experiment = Experiment(config, run_dir, data_dir, "", profiles, specs, adapters, templates=templates)
+    experiment = Experiment(
+        config, run_dir, data_dir, "", profiles, specs, adapters, templates=templates, hypotheses=hypotheses
+    )
     for name in _benchmark_names(experiment):
         with _at(f"benchmarks.{name}"):
             experiment.benchmark_items[name] = _load_items(experiment, name)
@@ -216,13 +220,13 @@ def hypotheses_table(config: ExperimentConfig, data_dir: Path) -> list[Any]:
     return table
 
 
-def _value_guide(config: ExperimentConfig, data_dir: Path) -> Any:
+def _value_guide(config: ExperimentConfig, hypotheses: list[Any]) -> Any:
     """The per-category value instruction of the value and dual conditions, from the hypotheses table."""
     from valueharm.analysis.hypotheses import value_guide
 
     if not config.mitigation.by_category or not {"value", "dual"} & set(config.mitigation.conditions):
         return None
-    return value_guide(hypotheses_table(config, data_dir))
+    return value_guide(hypotheses)
 
 
 @contextlib.contextmanager
