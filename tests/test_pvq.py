@@ -146,3 +146,19 @@ def test_a_run_asks_the_pvq_of_every_unmitigated_model_or_says_why_not(tmp_path:
     assert all(PROMPT_START in p and p.endswith("'. Answer:") for p in prompts)
     report = (tmp_path / "run" / "report" / "index.html").read_text(encoding="utf-8")
     assert "<td>PVQ-40</td>" in report and "0.1079" in report  # our NMSE beside the published ICL figure
+
+
+def test_inline_and_rich_text_cells_read_as_text(tmp_path: Path) -> None:
+    main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+    path = write_xlsx(tmp_path / "w.xlsx", [["question"], ["placeholder"]])
+    with zipfile.ZipFile(path) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    parts["xl/worksheets/sheet1.xml"] = (
+        f'<worksheet xmlns="{main}"><sheetData><row r="1"><c r="A1" t="inlineStr"><is><t>question</t></is></c></row>'
+        '<row r="3"><c r="A3" t="s"><v>0</v></c></row></sheetData></worksheet>'
+    ).encode()
+    parts["xl/sharedStrings.xml"] = f'<sst xmlns="{main}"><si><r><t>Rich </t></r><r><t>text</t></r></si></sst>'.encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in parts.items():
+            archive.writestr(name, data)
+    assert read_xlsx(path) == [{"question": "Rich text"}]  # the empty row 2 is left out

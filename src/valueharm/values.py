@@ -2,6 +2,8 @@
 
 A profile gives each of the ten values an importance on the portrait-survey scale 1–6 (6 = very important).
 Built-in profiles come from the published study's files in the data directory; custom ones from YAML or CSV.
+Profiles that are near-copies of one another share a `family` — the independent unit of the value–harm statistics:
+published ones by name (`published_family`), custom ones by a `family` key or column, any other its own.
 """
 
 from __future__ import annotations
