@@ -119,7 +119,7 @@ def grid_models(x_family: np.ndarray, y_family: np.ndarray) -> list[AlignedModel
     """Aligned models whose Hedonism is the family's X (other values random per family) and adult-content harm Y."""
     x, y, family = families_of(x_family, y_family)
     rng = np.random.default_rng(1)
-    others = {f: rng.uniform(1, 6, len(VALUES)) for f in set(family)}
+    others = {f: rng.uniform(1, 6, len(VALUES)) for f in dict.fromkeys(family)}
     models = []
     for i, (xi, yi, f) in enumerate(zip(x, y, family, strict=True)):
         scores = dict(zip(VALUES, others[f], strict=True)) | {"Hedonism": float(xi)}

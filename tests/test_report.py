@@ -184,6 +184,7 @@ def test_partial_results_and_many_models_still_render(full: ReportData) -> None:
 def test_family_test_regressions_and_side_by_side_mitigation_are_shown(full: ReportData) -> None:
     page = build_html(full)
     assert "decided by" in page and "family permutation, spearman of family means" in page
+    assert f"Every cell ({len(full.correlation.cells)}), in grid order" in page  # type: ignore[union-attr]
     assert "correlations with family q &lt; .05" in page and "profile families" in page
     assert "By category: the base model and the aligned models side by side" in page
     assert "vanilla Δ [CI]" in page and page.count("<th>q</th>") >= 3

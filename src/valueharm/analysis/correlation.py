@@ -163,9 +163,9 @@ class CorrelationResult:
         top = significant[0]
         return (
             f"{len(significant)} of {len(tested)} tested cells have a family-level correlation with q < {alpha:g}"
-            f"{naive_text}; the strongest: {top.value} with {top.benchmark}/{top.category} {top.metric}, family "
-            f"{self.family_method} {top.family_coefficient:+.2f} (q = {top.family_q:.2g}, {top.n_families} families, "
-            f"{top.n} models){rest}."
+            f"{naive_text} over the {units}; the strongest: {top.value} with {top.benchmark}/{top.category} "
+            f"{top.metric}, family {self.family_method} {top.family_coefficient:+.2f} (q = {top.family_q:.2g}, "
+            f"{top.n_families} families, {top.n} models){rest}."
         )
 
 
