@@ -69,32 +69,17 @@ def correlation_section(result: CorrelationResult | None, regressions: Sequence[
             "The family test's correlation of family means per value and benchmark category (grey: not tested)",
         ),
     ]
+    coefficient = "ρ" if result.family_method == "spearman" else "r"
+    headers = ["benchmark", "category", "value", "models", "families", f"family {coefficient}", "p", "q",
+               "Spearman ρ", "p", "q", "Pearson r", "p", "q", "decided by"]  # fmt: skip
     decided = sorted((c for c in result.cells if c.decided), key=lambda c: (c.family_q, c.family_p))
     if decided:
-        coefficient = "ρ" if result.family_method == "spearman" else "r"
         parts += [
             Html(f"<h3>Strongest associations (top {min(TOP_CELLS, len(decided))} by the family test's q)</h3>"),
-            html_table(
-                [
-                    "benchmark",
-                    "category",
-                    "value",
-                    "models",
-                    "families",
-                    f"family {coefficient}",
-                    "p",
-                    "q",
-                    "Spearman ρ",
-                    "p",
-                    "q",
-                    "Pearson r",
-                    "p",
-                    "q",
-                    "decided by",
-                ],
-                [_cell_row(c) for c in decided[:TOP_CELLS]],
-            ),
+            html_table(headers, [_cell_row(c) for c in decided[:TOP_CELLS]]),
         ]
+    every = html_table([*headers, "note"], [[*_cell_row(c), c.note or c.family_note or ""] for c in result.cells])
+    parts.append(Html(f"<details><summary>Every cell ({len(result.cells)}), in grid order</summary>{every}</details>"))
     if regressions:
         parts.append(_regression_part(regressions))
     return html_section("correlations", title, *parts)
