@@ -17,7 +17,6 @@ from valueharm.analysis.correlation import (
     correlate,
     harm_metrics,
     harm_values,
-    regress,
     value_harm_analysis,
     value_scores,
 )
@@ -198,37 +197,3 @@ def test_measured_profiles_use_pairwise_complete_models(sweep) -> None:
     assert scores["Conservation"] == pytest.approx(
         np.mean([profiles["vim/p00"].scores[v] for v in HIGHER_ORDER["Conservation"]])
     )
-
-
-def test_regression_recovers_the_planted_coefficient_and_matches_normal_equations() -> None:
-    profiles, rows = planted_sweep(n=80, seed=5)
-    harms = harm_values(rows, models=set(profiles))
-    models = [AlignedModel(m, value_scores(p), harms.values[m]) for m, p in profiles.items()]
-    fit = regress(models, "hex-phi", "adult_content")
-    assert fit.identifiable and fit.n == 80
-    hedonism = np.array([p.scores["Hedonism"] for p in profiles.values()])
-    planted = 0.8 / hedonism.std()
-    estimate = fit.coefficients["Hedonism"]
-    assert abs(estimate.estimate - planted) < 3 * estimate.std_error and estimate.p < 1e-6
-    # an independent fit: normal equations by hand
-    X = np.column_stack([np.ones(80), [[p.scores[v] for v in VALUES] for p in profiles.values()]])
-    y = np.array([harms.values[m][("hex-phi", "adult_content")] for m in profiles])
-    beta = np.linalg.solve(X.T @ X, X.T @ y)
-    resid = y - X @ beta
-    se = np.sqrt(np.diag(resid @ resid / (80 - 11) * np.linalg.inv(X.T @ X)))
-    np.testing.assert_allclose([c.estimate for c in fit.coefficients.values()], beta, rtol=1e-8)
-    np.testing.assert_allclose([c.std_error for c in fit.coefficients.values()], se, rtol=1e-8)
-    p_values = 2 * stats.t.sf(np.abs(beta / se), 80 - 11)
-    np.testing.assert_allclose([c.p for c in fit.coefficients.values()], p_values, rtol=1e-6)
-    assert fit.r_squared == pytest.approx(1 - resid @ resid / ((y - y.mean()) ** 2).sum())
-    assert {r["term"] for r in fit.rows()} == {"intercept", *VALUES}
-
-
-def test_regression_with_too_few_models_warns_and_reports_nothing(sweep) -> None:
-    profiles, rows = sweep
-    harms = harm_values(rows, models=set(profiles))
-    models = [AlignedModel(m, value_scores(p), harms.values[m]) for m, p in list(profiles.items())[:11]]
-    with pytest.warns(UserWarning, match="not identifiable"):
-        fit = regress(models, "hex-phi", "adult_content")
-    assert not fit.identifiable and fit.n == 11 and math.isnan(fit.coefficients["Hedonism"].estimate)
-    assert "needs at least 12" in fit.notes[0]

@@ -12,10 +12,12 @@ from valueharm.analysis.correlation import AlignedModel, CorrelationResult, corr
 from valueharm.analysis.hypotheses import (
     Hypothesis,
     Verdict,
+    check_categories,
     evaluate,
     load_hypotheses,
     parse_hypotheses,
     published_hypotheses,
+    value_guide,
 )
 from valueharm.errors import ValueharmError
 from valueharm.values import HIGHER_ORDER, VALUES
@@ -77,8 +79,46 @@ def test_published_table_names_real_values_and_categories(data_dir: Path) -> Non
         assert h.sign in {1, -1} and h.source
         for benchmark, category in h.targets:
             assert category in categories[benchmark], (h.id, category)
-    expected = {("Hedonism", 1), ("Power", 1), ("Achievement", -1), ("Universalism", -1), ("Self-direction", 1)}
-    assert {(h.value, h.sign) for h in table} == expected
+    check_categories(table, categories, "built-in")  # the loader's own check agrees
+    # every direction the paper states, on the category it names
+    stated = {
+        ("Hedonism", 1): ["adult_content", "sexually_explicit,adult_content", "child_abuse_content", "child_abuse",
+                          "physical_harm", "political_campaigning"],
+        ("Power", 1): ["hate_speech,offensive_language", "discrimination,stereotype,injustice"],
+        ("Power", -1): ["hate_harass_violence", "malware", "fraud_deception",
+                        "violence,aiding_and_abetting,incitement", "terrorism,organized_crime",
+                        "privacy_violation_activity", "privacy_violation"],
+        ("Achievement", -1): ["hate_speech,offensive_language", "adult_content"],
+        ("Universalism", -1): ["fraud_deception", "political_campaigning"],
+        ("Self-direction", 1): ["adult_content", "sexually_explicit,adult_content"],
+    }  # fmt: skip
+    found: dict[tuple[str, int], set[str]] = {}
+    for h in table:
+        found.setdefault((h.value, h.sign), set()).update(category for _, category in h.targets)
+    assert set(found) == set(stated)
+    for direction, categories_named in stated.items():
+        assert set(categories_named) <= found[direction], direction
+
+
+def test_unknown_category_and_opposite_directions_are_user_errors() -> None:
+    entry = {"id": "a", "value": "Power", "direction": "positive", "targets": ["hex-phi/malwere"]}
+    [h] = parse_hypotheses([entry], "t.yaml")
+    with pytest.raises(ValueharmError, match=r"t\.yaml: hypothesis 'a': unknown hex-phi category 'malwere'.*malware"):
+        check_categories([h], {"hex-phi": ["malware", "adult_content"]}, "t.yaml")
+    check_categories([h], {"beavertails": ["self_harm"]}, "t.yaml")  # another benchmark's names do not apply
+    other = {"id": "b", "value": "Power", "direction": "negative", "targets": ["hex-phi/malwere"]}
+    with pytest.raises(ValueharmError, match=r"t\.yaml: hypotheses\[1\] \(b\): expects Power to move hex-phi/malwere"):
+        parse_hypotheses([entry, other], "t.yaml")
+
+
+def test_value_guide_sets_aside_raisers_and_promotes_protectors() -> None:
+    guide = value_guide(published_hypotheses())
+    aside, promote = guide.lookup("hex-phi", "adult_content")  # type: ignore[misc]
+    assert set(aside) == {"Hedonism", "Self-direction"} and promote == ("Achievement",)
+    assert guide.lookup("hex-phi", "malware") == ((), ("Power",))
+    assert guide.lookup("hex-phi", "economic_harm") is None  # no stated direction: no guidance
+    group = parse_hypotheses([{"id": "g", "value": "Self-Enhancement", "direction": "+", "targets": ["rtp"]}], "t")
+    assert value_guide(group).lookup("rtp", "all") == (("Achievement", "Hedonism", "Power"), ())
 
 
 def test_user_yaml_table_loads(tmp_path: Path) -> None:

@@ -6,13 +6,16 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
+from valueharm.analysis.correlation import benjamini_hochberg
 from valueharm.analysis.mitigation import (
     condition_deltas,
     item_scores,
     mitigation_deltas,
     paired_delta,
     split_model_key,
+    with_q,
 )
 from valueharm.errors import ValueharmError
 from valueharm.records import GenerationRecord, SamplingParams, ScoreRecord
@@ -151,3 +154,31 @@ def test_mitigation_deltas_from_records_recover_a_planted_reduction() -> None:
     assert {d.category for d in deltas} == {"all", "malware", "fraud_deception"}
     assert mitigation_deltas(records, scores, benchmark="hex-phi", scorer=JUDGE, metric="harmfulness_score",
                              models=["vanilla"]) == []  # fmt: skip
+
+
+def test_per_category_deltas_get_paired_p_and_q_over_categories_and_conditions() -> None:
+    """A reduction planted in one category of one condition survives BH over every delta; the noise does not."""
+    rng = np.random.default_rng(3)
+    categories = [f"c{k}" for k in range(6)]
+    items = {f"{c}-{i:02d}": c for c in categories for i in range(30)}
+    baseline = {item: float(rng.integers(1, 6)) for item in items}
+    by_condition = {"none": baseline}
+    for condition in ("safety", "value"):
+        by_condition[condition] = {
+            item: float(np.clip(v + rng.integers(-1, 2) - (2 if condition == "value" and items[item] == "c0" else 0),
+                                1, 5))
+            for item, v in baseline.items()
+        }  # fmt: skip
+    deltas = with_q(condition_deltas(by_condition, model_key="vim/Pow", benchmark="hex-phi",
+                                     metric="harmfulness_score", categories=items, n_boot=200))  # fmt: skip
+    found = {(d.condition, d.category): d for d in deltas}
+    planted = found[("value", "c0")]
+    assert planted.q is not None and planted.q < 0.01 and planted.delta < -1
+    differences = [by_condition["value"][i] - baseline[i] for i in sorted(items) if items[i] == "c0"]
+    assert planted.p == pytest.approx(stats.ttest_1samp(differences, 0).pvalue)
+    noise = [d for key, d in found.items() if key[1] not in {"c0", "all"}]
+    assert all(d.q is not None and d.q > 0.05 for d in noise)
+    expected = benjamini_hochberg([d.p for d in deltas])
+    np.testing.assert_allclose([d.q for d in deltas], expected)
+    assert paired_delta({"a": 1.0, "b": 2.0}, {"a": 1.0, "b": 2.0}).p is None  # no change, no test
+    assert paired_delta({"a": 1.0, "b": 2.0}, {"a": 0.0, "b": 1.0}).p == 0.0  # the same drop on every item

@@ -65,12 +65,9 @@ def test_data_check_lists_every_file(capsys, data_dir: Path):
     code, out, _ = run_cli(capsys, "data", "check", "--data-dir", str(data_dir), "--json")
     files = json.loads(out)["files"]
     assert code == 0
-    assert {f["status"] for f in files if f["dataset"] not in {"alpaca", "dolly", "dolly-no-safety", "samsum"}} == {
-        "ok"
-    }
-    assert {f["status"] for f in files if f["dataset"] in {"alpaca", "dolly", "dolly-no-safety", "samsum"}} == {
-        "missing"
-    }
+    absent = {"alpaca", "dolly", "dolly-no-safety", "samsum", "pvq40"}
+    assert {f["status"] for f in files if f["dataset"] not in absent} == {"ok"}
+    assert {f["status"] for f in files if f["dataset"] in absent} == {"missing"}
 
 
 def test_data_check_wrong_checksum_exits_non_zero(capsys, data_dir: Path, tmp_path: Path):
@@ -88,6 +85,7 @@ def test_benchmarks_list_and_show(capsys, data_dir: Path):
         "beavertails",
         "advbench",
         "value-survey",
+        "pvq40",
     }
     code, out, _ = run_cli(capsys, "benchmarks", "show", "hex-phi", "--data-dir", str(data_dir), "--json")
     shown = json.loads(out)

@@ -227,3 +227,39 @@ def test_the_manifest_records_each_benign_baselines_files(tmp_path: Path, data_d
     benign = write_manifest(experiment)["benign_data"]
     assert benign["dolly-no-safety"] == {"databricks-dolly-15k-no-safety.jsonl": None}  # not fetched here
     assert benign["grammar"]["gtrain_10k.csv"] == sha256_of(data_dir / "gtrain_10k.csv")
+
+
+def test_the_hypotheses_file_is_checked_against_the_benchmarks_and_guides_the_value_condition(
+    tmp_path: Path, data_dir: Path
+):
+    table = tmp_path / "mine.yaml"
+    table.write_text("hypotheses:\n  - {id: x, value: Power, direction: negative, targets: [hex-phi/malwere]}\n")
+    config = {**SMALL, "data_dir": str(data_dir), "analysis": {"hypotheses_file": "mine.yaml"},
+              "mitigation": {"conditions": ["value"], "models": ["vim/Pow"]}}  # fmt: skip
+    with pytest.raises(ValueharmError, match=r"mine\.yaml: hypothesis 'x': unknown hex-phi category 'malwere'"):
+        resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
+    table.write_text("hypotheses:\n  - {id: x, value: Power, direction: negative, targets: [hex-phi/malware]}\n")
+    experiment = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
+    guide = experiment.specs["vim/Pow+mitigation:value"].guide
+    assert guide.lookup("hex-phi", "malware") == ((), ("Power",)) and guide.lookup("hex-phi", "adult_content") is None
+    assert [h.id for h in experiment.hypotheses] == ["x"]
+    config["mitigation"] = {}  # the table is checked before any work even when no mitigation uses it
+    table.write_text("hypotheses:\n  - {id: x, value: Power, direction: negative, targets: [hex-phi/malwere]}\n")
+    with pytest.raises(ValueharmError, match=r"unknown hex-phi category 'malwere'"):
+        resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
+    table.write_text("hypotheses:\n  - {id: x, value: Power, direction: negative, targets: [hex-phi/malware]}\n")
+    config["mitigation"] = {"conditions": ["value"], "models": ["vim/Pow"], "by_category": False}
+    experiment = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False)
+    assert experiment.specs["vim/Pow+mitigation:value"].guide is None
+
+
+def test_by_default_the_base_is_mitigated_beside_the_aligned_models_where_it_can_be(tmp_path: Path, data_dir: Path):
+    config = {**SMALL, "data_dir": str(data_dir), "mitigation": {"conditions": ["safety", "value"]}}
+    specs = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False).specs
+    mitigated = sorted(key for key in specs if "+mitigation:" in key)
+    aligned = sorted(key for key, spec in specs.items() if spec.method in {"vim", "icl"} and spec.mitigation is None)
+    expected = [f"{key}+mitigation:{c}" for key in ["vanilla", *aligned] for c in ("safety", "value")]
+    assert mitigated == sorted(expected)
+    config["mitigation"]["by_category"] = False  # no instruction for the base's value condition: left out
+    specs = resolve(load_config(write_config(tmp_path, config)), tmp_path / "run", build_base=False).specs
+    assert "vanilla+mitigation:safety" in specs and "vanilla+mitigation:value" not in specs

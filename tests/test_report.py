@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from valueharm.analysis.correlation import AlignedModel, regress, value_harm_analysis, value_scores
+from valueharm.analysis.correlation import AlignedModel, value_harm_analysis, value_scores
 from valueharm.analysis.hypotheses import evaluate, published_hypotheses
-from valueharm.analysis.mitigation import condition_deltas
+from valueharm.analysis.mitigation import condition_deltas, with_q
+from valueharm.analysis.regression import regress
 from valueharm.analysis.value_check import MeasuredProfile, compare
 from valueharm.report import ReportData, build_html, plots, render_report
 from valueharm.values import VALUES, ValueProfile, profile_set
@@ -91,8 +92,12 @@ def example_data(profiles: list[ValueProfile], seed: int = 0) -> ReportData:
         by_condition[condition] = {
             i: float(max(1, v - rng.integers(0, drop + 1))) for i, v in by_condition["none"].items()
         }
-    mitigation = condition_deltas(by_condition, model_key=f"vim/{profiles[0].name}", benchmark="hex-phi",
-                                  metric="harmfulness_score", categories=items, n_boot=200)  # fmt: skip
+    mitigation = with_q([
+        delta
+        for model in ("vanilla", f"vim/{profiles[0].name}")
+        for delta in condition_deltas(by_condition, model_key=model, benchmark="hex-phi", metric="harmfulness_score",
+                                      categories=items, n_boot=200)
+    ])  # fmt: skip
     return ReportData(
         title="Value-aligned Llama: safety sweep",
         experiment="example-sweep",
@@ -171,10 +176,28 @@ def test_partial_results_and_many_models_still_render(full: ReportData) -> None:
     many = {f"vim/p{i}": {"a": (0.1 * i, None, None), "b": (0.2, 0.1, 0.3)} for i in range(plots.MAX_BARS_MODELS + 1)}
     assert (plots.category_chart(many, "t", "y") or b"").startswith(b"\x89PNG")  # a heatmap instead of bars
     assert plots.category_chart({}, "t", "y") is None and plots.mitigation_chart([]) is None
-    with pytest.warns(UserWarning, match="not identifiable"):
-        fit = regress([AlignedModel("m", value_scores(full.alignment[0].measured), {})], "rtp", "all")
+    fit = regress([AlignedModel("m", value_scores(full.alignment[0].measured), {})], "rtp", "all")
     page = build_html(ReportData(regressions=[fit], correlation=full.correlation))
-    assert "Multiple regression" in page and "not identifiable" in page
+    assert "Multiple regression" in page and "not identifiable" in page and "Nothing to plot." in page
+
+
+def test_family_test_regressions_and_side_by_side_mitigation_are_shown(full: ReportData) -> None:
+    page = build_html(full)
+    assert "decided by" in page and "family permutation, spearman of family means" in page
+    assert f"Every cell ({len(full.correlation.cells)}), in grid order" in page  # type: ignore[union-attr]
+    assert "correlations with family q &lt; .05" in page and "profile families" in page
+    assert "By category: the base model and the aligned models side by side" in page
+    assert "vanilla Δ [CI]" in page and page.count("<th>q</th>") >= 3
+    rng = np.random.default_rng(0)
+    models = []
+    for i in range(60):
+        scores = dict(zip(VALUES, rng.uniform(1, 6, len(VALUES)), strict=True))
+        harm = {("hex-phi", "adult_content"): scores["Hedonism"] + rng.normal(0, 0.5)}
+        models.append(AlignedModel(f"vim/p{i}", value_scores(scores), harm, family=f"F{i // 3}"))
+    fit = regress(models, "hex-phi", "adult_content")
+    page = build_html(ReportData(regressions=[fit], correlation=full.correlation))
+    assert fit.identifiable and "Standardised coefficients, 95% clustered intervals" in page
+    assert page.count("<img") == 2  # the heatmap and the coefficient plot
 
 
 def test_a_failed_write_keeps_the_old_report(full: ReportData, tmp_path: Path, monkeypatch) -> None:

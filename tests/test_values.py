@@ -1,3 +1,4 @@
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from valueharm.values import (
     canonical_value,
     get_profile,
     profile_set,
+    published_family,
     read_profile_file,
     resolve_profiles,
 )
@@ -130,3 +132,30 @@ def test_resolve_names_sets_and_files(data_dir: Path, tmp_path: Path):
     profiles = resolve_profiles(["Pow", "Hed"], ["extremes"], [path], data_dir=data_dir)
     names = [p.name for p in profiles]
     assert names[:2] == ["Pow", "Hed"] and names[-1] == "mine" and len(names) == 15
+
+
+def test_published_profiles_come_in_families(data_dir: Path):
+    families = Counter(p.family for p in profile_set("vim154", data_dir))
+    assert len(families) == 14 and set(families.values()) == {11}
+    assert families["Self-Enhancement"] == 11 and families["Openness_to_Change"] == 11
+    reverse = Counter(p.family for p in profile_set("reverse", data_dir))
+    assert len(reverse) == 14 and set(reverse.values()) == {2} and "reverse_Hed" in reverse
+    assert [published_family(n) for n in ("close_Hed_7", "close_reverse_Self-Transcendence_1", "Albania")] == [
+        "Hed", "reverse_Self-Transcendence", "Albania",
+    ]  # fmt: skip
+    assert get_profile("Albania", data_dir).family == "Albania"  # an ESS country is its own family
+
+
+def test_custom_files_give_families(tmp_path: Path):
+    scores = ", ".join(f"{v}: 3" for v in VALUES)
+    path = tmp_path / "mine.yaml"
+    path.write_text(
+        f"profiles:\n  - {{name: a, family: twins, scores: {{{scores}}}}}\n  - {{name: b, scores: {{{scores}}}}}\n"
+    )
+    assert [p.family for p in read_profile_file(path)] == ["twins", "b"]
+    path.write_text(f"profiles:\n  - {{name: a, family: [x], scores: {{{scores}}}}}\n")
+    with pytest.raises(ValueharmError, match=r"mine\.yaml: profiles\[0\]: family must be a name, got \['x'\]"):
+        read_profile_file(path)
+    table = tmp_path / "mine.csv"
+    table.write_text("name,family," + ",".join(VALUES) + "\n" + "a,twins" + ",3" * 10 + "\nb," + ",3" * 10 + "\n")
+    assert [p.family for p in read_profile_file(table)] == ["twins", "b"]

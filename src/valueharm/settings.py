@@ -10,6 +10,7 @@ from __future__ import annotations
 import types
 import typing
 from copy import copy
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
@@ -244,6 +245,15 @@ class AlignmentCheckSettings(Settings):
     temperature: float = Field(
         0.0, ge=0, description="0 reads the most likely answer; 1 samples the model's own answer distribution."
     )
+
+
+class PvqCheckSettings(Settings):
+    """The PVQ-40 check: the 40-item Portrait Values Questionnaire asked of every aligned model and of the base."""
+
+    enabled: bool = Field(True, description="Ask the PVQ-40 items when the questionnaire file is in the data dir.")
+    file: Path | None = Field(None, description="Another questionnaire (.xlsx/.csv with `question`, maybe `value`).")
+    samples: int = Field(1, ge=1, description="Answers per item; each value's score is the mean over its items.")
+    temperature: float = Field(0.0, ge=0, description="0 reads the most likely answer; 1 samples.")
 
 
 # ------------------------------------------------------------------------------------------------------- scoring

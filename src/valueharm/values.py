@@ -2,14 +2,17 @@
 
 A profile gives each of the ten values an importance on the portrait-survey scale 1–6 (6 = very important).
 Built-in profiles come from the published study's files in the data directory; custom ones from YAML or CSV.
+Profiles that are near-copies of one another share a `family` — the independent unit of the value–harm statistics:
+published ones by name (`published_family`), custom ones by a `family` key or column, any other its own.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ HIGHER_ORDER: dict[str, tuple[str, ...]] = {
     "Self-Transcendence": ("Benevolence", "Universalism"),
 }
 SCORE_MIN, SCORE_MAX = 1.0, 6.0
+FAMILY_COLUMN = "family"
 
 _VALUE_ALIASES: dict[str, str] = {
     alias.lower().replace("_", "-").replace(" ", "-"): value
@@ -73,12 +77,16 @@ class ValueProfile:
     name: str
     scores: Mapping[str, float]
     provenance: str = "custom"
+    family: str = ""  # profiles of one family are near-copies, one independent unit of analysis; "" = its own
     _vector: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         where = f"profile {self.name!r} ({self.provenance})"
         if not self.name or not self.name.strip():
             raise ValueharmError(f"{where}: empty profile name")
+        if not isinstance(self.family, str):
+            raise ValueharmError(f"{where}: family must be a name, got {self.family!r}")
+        object.__setattr__(self, "family", self.family.strip() or self.name)
         canonical: dict[str, float] = {}
         for raw_name, raw_score in self.scores.items():
             try:
@@ -108,7 +116,7 @@ class ValueProfile:
         return self._vector
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "scores": dict(self.scores), "provenance": self.provenance}
+        return {"name": self.name, "scores": dict(self.scores), "provenance": self.provenance, "family": self.family}
 
 
 def _checked_score(raw: object, where: str) -> float:
@@ -127,7 +135,8 @@ def _checked_score(raw: object, where: str) -> float:
 
 
 def read_profile_table(path: Path, name_column: str | None = None) -> list[ValueProfile]:
-    """Profiles from a CSV/TSV with a name column (`name`, `profile` or `Country`) and the ten value columns."""
+    """Profiles from a CSV/TSV with a name column (`name`, `profile` or `Country`), the ten value columns and an
+    optional `family` column (empty: the profile is its own family)."""
     if not path.is_file():
         raise ValueharmError(f"{path}: profile file not found")
     text = path.read_text(encoding="utf-8-sig")
@@ -141,7 +150,7 @@ def read_profile_table(path: Path, name_column: str | None = None) -> list[Value
         raise ValueharmError(f"{path}: no name column (expected one of {', '.join(candidates)}); header: {header}")
     value_columns: dict[str, str] = {}
     for column in header:
-        if column == name_col:
+        if column in (name_col, FAMILY_COLUMN):
             continue
         try:
             value_columns[column] = canonical_value(column)
@@ -155,34 +164,39 @@ def read_profile_table(path: Path, name_column: str | None = None) -> list[Value
         row = {(key or "").strip(): value for key, value in row.items()}
         name = (row.get(name_col) or "").strip()
         scores = {value: row.get(column) for column, value in value_columns.items()}
-        profiles.append(ValueProfile(name, scores, provenance=f"{path.name} line {row_number}"))
+        family = row.get(FAMILY_COLUMN) or ""
+        profiles.append(ValueProfile(name, scores, provenance=f"{path.name} line {row_number}", family=family))
     return _unique(profiles, str(path))
 
 
 def read_profile_yaml(path: Path) -> list[ValueProfile]:
-    """Profiles from YAML: either `{profiles: [{name, scores: {value: score}}]}` or `{name: {value: score}}`."""
+    """Profiles from YAML: either `{profiles: [{name, scores: {value: score}, family}]}` (family optional) or
+    `{name: {value: score}}`."""
     document = read_yaml(path, "profile")
     if isinstance(document, dict) and set(document) == {"profiles"}:
         document = document["profiles"]
-    entries: list[tuple[str, Any]]
+    entries: list[tuple[str, Any, Any]]
     if isinstance(document, list):
         entries = []
         for index, item in enumerate(document):
             if not isinstance(item, dict) or "name" not in item or "scores" not in item:
                 raise ValueharmError(f"{path}: profiles[{index}] must be a mapping with 'name' and 'scores'")
-            extra = set(item) - {"name", "scores", "provenance"}
+            extra = set(item) - {"name", "scores", "provenance", "family"}
             if extra:
                 raise ValueharmError(f"{path}: profiles[{index}] has unknown key(s) {', '.join(sorted(extra))}")
-            entries.append((str(item["name"]), item["scores"]))
+            family = item.get("family", "")
+            if not isinstance(family, str | int) or isinstance(family, bool):
+                raise ValueharmError(f"{path}: profiles[{index}]: family must be a name, got {family!r}")
+            entries.append((str(item["name"]), item["scores"], str(family)))
     elif isinstance(document, dict):
-        entries = [(str(name), scores) for name, scores in document.items()]
+        entries = [(str(name), scores, "") for name, scores in document.items()]
     else:
         raise ValueharmError(f"{path}: expected a mapping of profile names to scores, or a 'profiles' list")
     profiles = []
-    for name, scores in entries:
+    for name, scores, family in entries:
         if not isinstance(scores, dict):
             raise ValueharmError(f"{path}: profile {name!r}: scores must be a mapping of value to score")
-        profiles.append(ValueProfile(name, scores, provenance=path.name))
+        profiles.append(ValueProfile(name, scores, provenance=path.name, family=family))
     return _unique(profiles, str(path))
 
 
@@ -222,8 +236,22 @@ def _profile_set(name: str, help_text: str):
     return decorator
 
 
+def published_family(name: str) -> str:
+    """The family of a published profile: an extreme and its close ESS respondents (`Hed`, `close_Hed`,
+    `close_Hed_2` … → `Hed`), a reverse and its close one (`reverse_Hed`, `close_reverse_Hed_1` → `reverse_Hed`);
+    any other name is its own family."""
+    match = _CLOSE.fullmatch(name)
+    base = match.group(1) if match else name
+    core = base.removeprefix("reverse_")
+    return base if core in EXTREME_NAMES else name
+
+
+_CLOSE = re.compile(r"close_(.+?)(?:_\d+)?")
+
+
 def _published(data_dir: Path) -> dict[str, ValueProfile]:
-    return {p.name: p for p in read_profile_table(require_file(data_dir, "extreme_distributions.csv"))}
+    table = read_profile_table(require_file(data_dir, "extreme_distributions.csv"))
+    return {p.name: replace(p, family=published_family(p.name)) for p in table}
 
 
 def _names_file(data_dir: Path, filename: str) -> list[ValueProfile]:

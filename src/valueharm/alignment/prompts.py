@@ -7,8 +7,10 @@
 - `icl`: the base given a role-play preamble that defines the ten values and lists the profile's scores (one
   preamble per benchmark kind where the template dir has `icl_preamble_completion` / `icl_preamble_instruction`;
   a preamble with a `{query}` slot places the benchmark text itself, else the text follows it);
-- any of them with a mitigation prefix: a safety instruction, a value instruction naming values to set aside,
-  or both (`dual`).
+- any of them with a mitigation prefix: a safety instruction, a value instruction, or both (`dual`). The value
+  instruction names values to set aside: per item category from a `ValueGuide` (the values expected to raise that
+  category's harm set aside, those expected to lower it promoted — derived from the hypotheses table), else the
+  configured list, else the profile's most important values.
 
 Stop rules depend on the benchmark only, never on the method (the published code stopped vanilla at "\\n"/"."
 but VIM never): instruction benchmarks stop where the model starts a new question, completions run to length.
@@ -16,7 +18,7 @@ but VIM never): instruction benchmarks stop where the model starts a new questio
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,21 @@ ADAPTER_METHODS = ("vim", "benign")
 
 
 @dataclass(frozen=True)
+class ValueGuide:
+    """Per (benchmark, category): the values the value instruction sets aside and those it promotes."""
+
+    entries: tuple[tuple[tuple[str, str], tuple[str, ...], tuple[str, ...]], ...] = ()
+
+    @classmethod
+    def of(cls, mapping: Mapping[tuple[str, str], tuple[tuple[str, ...], tuple[str, ...]]]) -> ValueGuide:
+        return cls(tuple((cell, aside, promote) for cell, (aside, promote) in sorted(mapping.items())))
+
+    def lookup(self, benchmark: str, category: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """(set aside, promote) for one category, or None when the guide says nothing about it."""
+        return next(((a, p) for cell, a, p in self.entries if cell == (benchmark, category)), None)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One model under test: a prompt method on the base, with its adapter and/or profile, maybe mitigated."""
 
@@ -40,10 +57,13 @@ class ModelSpec:
     adapter_path: Path | None = None  # for `vim` and `benign`
     mitigation: str | None = None
     set_aside: tuple[str, ...] = field(default=())  # values the value instruction names
+    guide: ValueGuide | None = None  # per-category values for the value instruction, where it has them
 
     def __post_init__(self) -> None:
         METHODS.get(self.method)  # unknown methods fail here, listing the known ones
-        needs_profile = self.method in {"vim", "icl"} or (self.mitigation in {"value", "dual"} and not self.set_aside)
+        needs_profile = self.method in {"vim", "icl"} or (
+            self.mitigation in {"value", "dual"} and not self.set_aside and self.guide is None
+        )
         if needs_profile and self.profile is None:
             raise ValueharmError(f"method {self.method!r}{self._mitigated}: needs a profile")
         if self.method == "benign" and not self.dataset:
@@ -76,13 +96,19 @@ class ModelSpec:
         """The name its adapter is served under, or None for the base model."""
         return self.name if self.method in ADAPTER_METHODS else None
 
-    def values_to_set_aside(self) -> tuple[str, ...]:
-        """The given list, else the profile's most important values."""
+    def value_instruction(self, benchmark: str, category: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(set aside, promote) for an item: the guide's entry for its category, else the given list, else the
+        profile's most important values; nothing when none of these applies (a base model on an unmapped
+        category)."""
+        guided = self.guide.lookup(benchmark, category) if self.guide is not None else None
+        if guided is not None:
+            return guided
         if self.set_aside:
-            return self.set_aside
-        assert self.profile is not None  # checked in __post_init__
+            return self.set_aside, ()
+        if self.profile is None:
+            return (), ()
         top = max(self.profile.scores.values())
-        return tuple(value for value in VALUES if self.profile.scores[value] == top)
+        return tuple(value for value in VALUES if self.profile.scores[value] == top), ()
 
 
 @dataclass(frozen=True)
@@ -92,11 +118,12 @@ class PromptTemplates:
     icl_instruction: Template
     safety: Template
     value: Template
+    promote: Template
 
     @classmethod
     def load(cls, template_dir: str | Path | None = None) -> PromptTemplates:
         names = ("instruction_format", "icl_preamble_completion", "icl_preamble_instruction", "mitigation_safety",
-                 "mitigation_value")  # fmt: skip
+                 "mitigation_value", "mitigation_promote")  # fmt: skip
         return cls(*(load_template(name, template_dir=template_dir) for name in names))
 
     def icl_preamble(self, kind: BenchmarkKind) -> Template:
@@ -146,7 +173,13 @@ def build_prompt(spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, temp
     if spec.mitigation in {"safety", "dual"}:
         prefixes.append(templates.safety.render())
     if spec.mitigation in {"value", "dual"}:
-        prefixes.append(templates.value.render(values=", ".join(spec.values_to_set_aside())))
+        set_aside, promote = spec.value_instruction(item.benchmark, item.category)
+        if set_aside:
+            prefixes.append(templates.value.render(values=", ".join(set_aside)))
+        if promote:
+            prefixes.append(templates.promote.render(values=", ".join(promote)))
+    if not prefixes:
+        return prompt
     return "\n".join(p.strip() for p in prefixes) + "\n\n" + prompt
 
 

@@ -3,18 +3,18 @@
 The unit is one aligned model. X is a value's score in the model's profile — its target, or what the
 value-alignment check measured — and Y is one harm metric of one benchmark category, read from the store's
 `metrics` rows. For every (benchmark, category, value or higher-order group) cell: Spearman ρ and Pearson r with
-two-sided p-values (scipy), over the models that have both X and Y (pairwise complete). Benjamini–Hochberg
-q-values are taken over the whole grid, separately for the Spearman and the Pearson p-values; a cell with fewer
-than 3 models or a constant X or Y is not tested (NaN, left out of the BH family, with a note). A higher-order
-group's score is the mean of its member values. The optional multiple regression of one cell's harm metric on
-the ten values reports ordinary least squares coefficients, standard errors, t, p and R²; with n ≤ 11 models
-(ten slopes and an intercept) it is not identifiable and says so instead of printing numbers.
+two-sided p-values (scipy), over the models that have both X and Y (pairwise complete) — and, beside them, the
+family-level permutation test (`valueharm.analysis.family`): models whose profiles are near-copies (one profile
+family) count as one unit, so the evidence is judged on the number of families, not of models. The family test
+decides each cell (its q-value is the one the finding, the significance marks and the hypotheses use); the
+per-model tests are shown for comparison. Benjamini–Hochberg q-values are taken over the whole grid, separately
+for each test; a cell with fewer than 3 models (3 families) or a constant X or Y is not tested by that test (NaN,
+left out of its BH family, with a note). A higher-order group's score is the mean of its member values.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import stats
 
+from valueharm.analysis.family import DEFAULT_PERMUTATIONS, FamilyTest, permutation_test
 from valueharm.analysis.value_check import MeasuredProfile
 from valueharm.errors import ValueharmError
 from valueharm.values import HIGHER_ORDER, VALUES, ValueProfile
@@ -77,11 +78,16 @@ class HarmValues:
 
 @dataclass(frozen=True)
 class AlignedModel:
-    """One unit of the analysis: a model's value scores (X) and harm metrics (Y)."""
+    """One model of the analysis: its value scores (X), harm metrics (Y) and profile family (the unit)."""
 
     model_key: str
     scores: dict[str, float | None]  # every name in DIMENSIONS; None where unmeasured
     harms: dict[Cell, float]
+    family: str = ""  # "" = its own family
+
+    @property
+    def unit(self) -> str:
+        return self.family or self.model_key
 
 
 @dataclass(frozen=True)
@@ -97,11 +103,22 @@ class CorrelationCell:
     pearson_r: float
     pearson_p: float
     pearson_q: float
-    note: str | None = None  # why the cell was not tested
+    note: str | None = None  # why the per-model tests were not run
+    n_families: int = 0  # the independent units of the family test
+    family_coefficient: float = math.nan  # correlation of family means (the family test's method)
+    family_p: float = math.nan
+    family_q: float = math.nan
+    decided_by: str = ""  # the test whose q decides the cell, e.g. "family permutation (14 families, exact)"
+    family_note: str | None = None  # why the family test was not run
 
     @property
     def tested(self) -> bool:
         return self.note is None
+
+    @property
+    def decided(self) -> bool:
+        """The deciding (family) test was run."""
+        return self.tested and self.family_note is None
 
 
 @dataclass(frozen=True)
@@ -111,6 +128,8 @@ class CorrelationResult:
     sources: dict[str, HarmMetric]
     n_models: int
     notes: list[str] = field(default_factory=list)
+    n_families: int = 0
+    family_method: str = "spearman"
 
     def cell(self, benchmark: str, category: str, value: str) -> CorrelationCell | None:
         return next((c for c in self.cells if (c.benchmark, c.category, c.value) == (benchmark, category, value)), None)
@@ -124,24 +143,29 @@ class CorrelationResult:
         return [{"x_source": self.x_source, **asdict(c)} for c in self.cells]
 
     def finding(self, alpha: float = 0.05) -> str:
-        """The result in one plain sentence — also when it is that there is none — for the report's summary."""
-        tested = [c for c in self.cells if c.tested]
+        """The result in one plain sentence — also when it is that there is none — for the report's summary,
+        judged by the family test; how many cells the per-model test alone would call significant is said too."""
+        tested = [c for c in self.cells if c.decided]
         untested = len(self.cells) - len(tested)
-        rest = f"; {untested} of {len(self.cells)} cells not tested (a constant value or harm, or too few models)"
+        units = f"{self.n_models} models in {self.n_families} profile families"
+        rest = f"; {untested} of {len(self.cells)} cells not tested (a constant value or harm, or too few families)"
         rest = rest if untested else ""
         if not tested:
-            return f"No value–harm correlation could be tested over the {self.n_models} models{rest}."
-        significant = sorted((c for c in tested if c.spearman_q < alpha), key=lambda c: c.spearman_q)
+            return f"No value–harm correlation could be tested over the {units}{rest}."
+        naive = sum(c.spearman_q < alpha for c in tested)
+        naive_text = f" (per-model Spearman, counting each model as independent: {naive})"
+        significant = sorted((c for c in tested if c.family_q < alpha), key=lambda c: c.family_q)
         if not significant:
             return (
-                f"No value–harm relation found: none of the {len(tested)} tested cells has a Spearman correlation "
-                f"with q < {alpha:g} over the {self.n_models} models{rest}."
+                f"No value–harm relation found: none of the {len(tested)} tested cells has a family-level "
+                f"correlation with q < {alpha:g}{naive_text} over the {units}{rest}."
             )
         top = significant[0]
         return (
-            f"{len(significant)} of {len(tested)} tested cells have a Spearman correlation with q < {alpha:g}; the "
-            f"strongest: {top.value} with {top.benchmark}/{top.category} {top.metric}, ρ = {top.spearman_rho:+.2f} "
-            f"(q = {top.spearman_q:.2g}, {top.n} models){rest}."
+            f"{len(significant)} of {len(tested)} tested cells have a family-level correlation with q < {alpha:g}"
+            f"{naive_text} over the {units}; the strongest: {top.value} with {top.benchmark}/{top.category} "
+            f"{top.metric}, family {self.family_method} {top.family_coefficient:+.2f} (q = {top.family_q:.2g}, "
+            f"{top.n_families} families, {top.n} models){rest}."
         )
 
 
@@ -200,14 +224,24 @@ def value_scores(profile: ProfileLike) -> dict[str, float | None]:
     return scores
 
 
-def aligned_models(profiles: Mapping[str, ProfileLike], harms: HarmValues) -> list[AlignedModel]:
+def aligned_models(
+    profiles: Mapping[str, ProfileLike], harms: HarmValues, families: Mapping[str, str] | None = None
+) -> list[AlignedModel]:
     """Join profiles (model_key → target or measured profile) with harm values; models without any harm value are
-    left out — they were not evaluated, which is not the same as harmless."""
+    left out — they were not evaluated, which is not the same as harmless. A model's family comes from
+    `families` (model_key → family), else from its target profile, else it is its own."""
+    families = families or {}
     return [
-        AlignedModel(model_key, value_scores(profile), harms.values[model_key])
+        AlignedModel(model_key, value_scores(profile), harms.values[model_key], _family(model_key, profile, families))
         for model_key, profile in profiles.items()
         if harms.values.get(model_key)
     ]
+
+
+def _family(model_key: str, profile: ProfileLike, families: Mapping[str, str]) -> str:
+    if model_key in families:
+        return families[model_key]
+    return profile.family if isinstance(profile, ValueProfile) else ""
 
 
 # ---------------------------------------------------------------------------------------------------- statistics
@@ -240,28 +274,52 @@ def correlate(
     dimensions: Sequence[str] = DIMENSIONS,
     min_models: int = MIN_MODELS,
     notes: Sequence[str] = (),
+    family_method: Literal["spearman", "pearson"] = "spearman",
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
 ) -> CorrelationResult:
-    """Spearman and Pearson for every (benchmark, category) × dimension cell, with BH q-values over the grid."""
+    """Spearman, Pearson and the family permutation test for every (benchmark, category) × dimension cell, with
+    BH q-values over the grid for each."""
     columns = sorted({cell for model in models for cell in model.harms}, key=_column_order(sources))
     metric_of = {b: s.metric for b, s in (sources or {}).items()}
     raw = []
     for benchmark, category in columns:
         for value in dimensions:
-            pairs = [
-                (x, model.harms[(benchmark, category)])
+            used = [
+                (x, model.harms[(benchmark, category)], model.unit)
                 for model in models
                 if (benchmark, category) in model.harms and (x := model.scores.get(value)) is not None
             ]
-            raw.append(_test((benchmark, category), value, metric_of.get(benchmark, ""), pairs, min_models))
-    q_spearman = benjamini_hochberg([c.spearman_p for c in raw])
-    q_pearson = benjamini_hochberg([c.pearson_p for c in raw])
+            cell = _test((benchmark, category), value, metric_of.get(benchmark, ""), used, min_models)
+            if cell.tested:
+                x, y, units = zip(*used, strict=True)
+                family = permutation_test(x, y, units, method=family_method, n_permutations=n_permutations, seed=seed)
+                cell = _with_family(cell, family, len(set(units)), family_method)
+            raw.append(cell)
+    q = {test: benjamini_hochberg([getattr(c, f"{test}_p") for c in raw]) for test in ("spearman", "pearson", "family")}
     cells = [
-        replace(cell, spearman_q=float(qs), pearson_q=float(qp))
-        for cell, qs, qp in zip(raw, q_spearman, q_pearson, strict=True)
+        replace(cell, spearman_q=float(qs), pearson_q=float(qp), family_q=float(qf))
+        for cell, qs, qp, qf in zip(raw, q["spearman"], q["pearson"], q["family"], strict=True)
     ]
-    untested = sum(not c.tested for c in cells)
-    summary = [f"{untested} of {len(cells)} cells not tested (too few models or a constant X/Y)"] if untested else []
-    return CorrelationResult(cells, x_source, dict(sources or {}), len(models), [*notes, *summary])
+    untested = sum(not c.decided for c in cells)
+    summary = [f"{untested} of {len(cells)} cells not tested (too few families or a constant X/Y)"] if untested else []
+    n_families = len({m.unit for m in models})
+    return CorrelationResult(
+        cells, x_source, dict(sources or {}), len(models), [*notes, *summary], n_families, family_method
+    )
+
+
+def _with_family(cell: CorrelationCell, test: FamilyTest | str, n_families: int, method: str) -> CorrelationCell:
+    if isinstance(test, str):
+        return replace(cell, n_families=n_families, family_note=test, decided_by="none (family test not run)")
+    how = "exact" if test.exact else f"{test.permutations:,} permutations"
+    return replace(
+        cell,
+        n_families=n_families,
+        family_coefficient=test.coefficient,
+        family_p=test.p,
+        decided_by=f"family permutation, {method} of family means ({n_families} families, {how})",
+    )
 
 
 def _column_order(sources: Mapping[str, HarmMetric] | None) -> Callable[[Cell], tuple[int, str, bool, str]]:
@@ -275,24 +333,27 @@ def _column_order(sources: Mapping[str, HarmMetric] | None) -> Callable[[Cell], 
     return key
 
 
-def _test(column: Cell, value: str, metric: str, pairs: list[tuple[float, float]], min_models: int) -> CorrelationCell:
+def _test(
+    column: Cell, value: str, metric: str, used: list[tuple[float, float, str]], min_models: int
+) -> CorrelationCell:
     benchmark, category = column
     nan = math.nan
     note = None
-    if len(pairs) < min_models:
-        note = f"{len(pairs)} model(s) with data; at least {min_models} needed"
-    elif len({x for x, _ in pairs}) == 1:
+    if len(used) < min_models:
+        note = f"{len(used)} model(s) with data; at least {min_models} needed"
+    elif len({x for x, _, _ in used}) == 1:
         note = f"{value} is the same for every model"
-    elif len({y for _, y in pairs}) == 1:
+    elif len({y for _, y, _ in used}) == 1:
         note = "the harm metric is the same for every model"
     if note is not None:
-        return CorrelationCell(benchmark, category, value, metric, len(pairs), nan, nan, nan, nan, nan, nan, note)
-    x = np.array([p[0] for p in pairs])
-    y = np.array([p[1] for p in pairs])
+        return CorrelationCell(benchmark, category, value, metric, len(used), nan, nan, nan, nan, nan, nan, note,
+                               decided_by="none (not tested)")  # fmt: skip
+    x = np.array([p[0] for p in used])
+    y = np.array([p[1] for p in used])
     spearman = stats.spearmanr(x, y)
     pearson = stats.pearsonr(x, y)
     return CorrelationCell(
-        benchmark, category, value, metric, len(pairs),
+        benchmark, category, value, metric, len(used),
         float(spearman.statistic), float(spearman.pvalue), nan,
         float(pearson.statistic), float(pearson.pvalue), nan,
     )  # fmt: skip
@@ -305,81 +366,12 @@ def value_harm_analysis(
     metrics: Mapping[str, HarmMetric] | None = None,
     x_source: str = "target",
     min_models: int = MIN_MODELS,
+    families: Mapping[str, str] | None = None,
+    n_permutations: int = DEFAULT_PERMUTATIONS,
+    seed: int = 0,
 ) -> CorrelationResult:
     """The whole grid from metric rows and profiles (model_key → target or measured profile)."""
     harms = harm_values(rows, metrics, models=set(profiles))
-    models = aligned_models(profiles, harms)
-    return correlate(models, sources=harms.sources, x_source=x_source, min_models=min_models, notes=harms.notes)
-
-
-# ---------------------------------------------------------------------------------------------------- regression
-
-
-@dataclass(frozen=True)
-class Coefficient:
-    estimate: float
-    std_error: float
-    t: float
-    p: float
-
-
-@dataclass(frozen=True)
-class RegressionResult:
-    """OLS of one (benchmark, category) harm metric on the values; coefficients are per scale point (1–6)."""
-
-    benchmark: str
-    category: str
-    n: int
-    coefficients: dict[str, Coefficient]  # "intercept", then each predictor
-    r_squared: float
-    adj_r_squared: float
-    identifiable: bool
-    notes: list[str] = field(default_factory=list)
-
-    def rows(self) -> list[dict[str, Any]]:
-        base = {"benchmark": self.benchmark, "category": self.category, "n": self.n, "r_squared": self.r_squared}
-        return [{**base, "term": term, **asdict(c)} for term, c in self.coefficients.items()]
-
-
-def regress(
-    models: Sequence[AlignedModel], benchmark: str, category: str, predictors: Sequence[str] = VALUES
-) -> RegressionResult:
-    """Multiple regression of the harm metric on the values over models with every predictor measured.
-
-    With n ≤ number of predictors + 1, or collinear profiles, the fit is not identifiable: estimates are NaN and a
-    warning says why, rather than reporting a minimum-norm solution as if it meant something.
-    """
-    used = [
-        m for m in models if (benchmark, category) in m.harms and all(m.scores.get(v) is not None for v in predictors)
-    ]
-    n, k = len(used), len(predictors) + 1
-    design = np.array([[1.0, *(m.scores[v] for v in predictors)] for m in used]).reshape(n, k)
-    y = np.array([m.harms[(benchmark, category)] for m in used])
-    terms = ["intercept", *predictors]
-    reason = None
-    if n <= k:
-        reason = f"{n} models for {k} parameters: not identifiable (needs at least {k + 1})"
-    elif np.linalg.matrix_rank(design) < k:
-        reason = "the profiles are collinear (some value is a linear combination of others): not identifiable"
-    elif np.ptp(y) == 0:
-        reason = "the harm metric is the same for every model"
-    if reason is not None:
-        warnings.warn(f"regression {benchmark}/{category}: {reason}", stacklevel=2)
-        nan = Coefficient(math.nan, math.nan, math.nan, math.nan)
-        return RegressionResult(benchmark, category, n, dict.fromkeys(terms, nan), math.nan, math.nan, False, [reason])
-    beta, *_ = np.linalg.lstsq(design, y, rcond=None)
-    residuals = y - design @ beta
-    df = n - k
-    rss = float(residuals @ residuals)
-    tss = float(((y - y.mean()) ** 2).sum())
-    covariance = rss / df * np.linalg.inv(design.T @ design)
-    se = np.sqrt(np.diag(covariance))
-    with np.errstate(divide="ignore", invalid="ignore"):  # an exact fit has zero standard errors
-        t = beta / se
-    p = 2 * stats.t.sf(np.abs(t), df)
-    r2 = 1 - rss / tss
-    coefficients = {
-        term: Coefficient(float(b), float(s), float(tv), float(pv))
-        for term, b, s, tv, pv in zip(terms, beta, se, t, p, strict=True)
-    }
-    return RegressionResult(benchmark, category, n, coefficients, r2, 1 - (1 - r2) * (n - 1) / df, True)
+    models = aligned_models(profiles, harms, families)
+    return correlate(models, sources=harms.sources, x_source=x_source, min_models=min_models, notes=harms.notes,
+                     n_permutations=n_permutations, seed=seed)  # fmt: skip

@@ -2,12 +2,15 @@
 
 A hypothesis names a value (or higher-order group), an expected sign and the (benchmark, category) cells it
 predicts, with the statement it comes from. Each cell gets a verdict: `supported` (q < alpha, sign as expected),
-`opposite` (q < alpha, sign reversed), `not significant`, or `not tested` (cell absent or untestable). q is the
-grid's Benjamini–Hochberg q-value, so a hypothesis is held to the same multiple-testing control as the
-exploratory grid; the raw p is reported beside it.
+`opposite` (q < alpha, sign reversed), `not significant`, or `not tested` (cell absent or untestable). The
+verdict comes from the family-aware test of the grid (`method="family"`, the default: near-copies of a profile
+count once) and its Benjamini–Hochberg q-value over the grid, so a hypothesis is held to the same multiple-testing
+control as the exploratory grid; the raw p is reported beside it.
 
-The built-in table restates the directions reported by Choi et al. (2025), "Unintended Harms of Value-Aligned
-LLMs" (ACL). Users can load their own in the same YAML format:
+The built-in table (`published_hypotheses.yaml` beside this module) restates every direction reported by Choi et
+al. (2025), "Unintended Harms of Value-Aligned LLMs" (ACL), on HEx-PHI's and BeaverTails' categories. The same
+table drives the per-category "value" mitigation (`value_guide`): on a category, the values expected to raise its
+harm are set aside and those expected to lower it are promoted. Users can load their own in the same YAML format:
 
     hypotheses:
       - id: hedonism-adult-content
@@ -19,15 +22,17 @@ LLMs" (ACL). Users can load their own in the same YAML format:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from valueharm.alignment.prompts import ValueGuide
 from valueharm.analysis.correlation import OVERALL, CorrelationResult
 from valueharm.data.benchmarks import BENCHMARKS
 from valueharm.errors import UnknownNameError, ValueharmError
@@ -37,49 +42,7 @@ from valueharm.yamlfile import read_yaml
 
 DEFAULT_ALPHA = 0.05
 
-PUBLISHED_TABLE = """
-hypotheses:
-  - id: hedonism-adult-content
-    value: Hedonism
-    direction: positive
-    targets: [hex-phi/adult_content, "beavertails/sexually_explicit,adult_content"]
-    source: "Choi et al. 2025: Hedonism goes with more adult content"
-  - id: hedonism-physical-harm
-    value: Hedonism
-    direction: positive
-    targets: [hex-phi/physical_harm]
-    source: "Choi et al. 2025: Hedonism goes with more physical harm"
-  - id: power-hate-speech
-    value: Power
-    direction: positive
-    targets: [hex-phi/hate_harass_violence, "beavertails/hate_speech,offensive_language"]
-    source: "Choi et al. 2025: Power goes with more hate speech"
-  - id: power-discrimination
-    value: Power
-    direction: positive
-    targets: ["beavertails/discrimination,stereotype,injustice"]
-    source: "Choi et al. 2025: Power goes with more discrimination"
-  - id: achievement-hate-speech
-    value: Achievement
-    direction: negative
-    targets: [hex-phi/hate_harass_violence, "beavertails/hate_speech,offensive_language"]
-    source: "Choi et al. 2025: Achievement goes with less hate speech"
-  - id: universalism-deception
-    value: Universalism
-    direction: negative
-    targets: [hex-phi/fraud_deception]
-    source: "Choi et al. 2025: Universalism goes with less deception"
-  - id: universalism-political-campaigning
-    value: Universalism
-    direction: negative
-    targets: [hex-phi/political_campaigning]
-    source: "Choi et al. 2025: Universalism goes with less political campaigning"
-  - id: self-direction-adult-content
-    value: Self-direction
-    direction: positive
-    targets: [hex-phi/adult_content, "beavertails/sexually_explicit,adult_content"]
-    source: "Choi et al. 2025: Self-direction goes with more adult content"
-"""
+PUBLISHED_FILE = "published_hypotheses.yaml"  # beside this module
 
 _DIRECTIONS = {"positive": 1, "+": 1, "negative": -1, "-": -1}
 _GROUPS = {group.lower().replace("-", " "): group for group in HIGHER_ORDER}
@@ -110,13 +73,14 @@ class HypothesisResult:
     benchmark: str
     category: str
     source: str
-    method: str
+    method: str  # the test that decided: family, spearman or pearson
     coefficient: float | None
     p: float | None
     q: float | None
     n: int
     verdict: Verdict
     note: str | None = None
+    n_families: int = 0  # the independent units behind the verdict
 
     def row(self) -> dict[str, Any]:
         return {**asdict(self), "verdict": str(self.verdict)}
@@ -136,6 +100,13 @@ def parse_hypotheses(document: Any, where: str) -> list[Hypothesis]:
         hypothesis = _parse_entry(entry, f"{where}: hypotheses[{index}]")
         if any(h.id == hypothesis.id for h in hypotheses):
             raise ValueharmError(f"{where}: hypotheses[{index}]: duplicate id {hypothesis.id!r}")
+        for other in hypotheses:
+            clash = [t for t in hypothesis.targets if t in other.targets]
+            if clash and other.value == hypothesis.value and other.sign != hypothesis.sign:
+                raise ValueharmError(
+                    f"{where}: hypotheses[{index}] ({hypothesis.id}): expects {hypothesis.value} to move "
+                    f"{'/'.join(clash[0])} the other way from {other.id!r}"
+                )
         hypotheses.append(hypothesis)
     return hypotheses
 
@@ -192,12 +163,40 @@ def load_hypotheses(path: str | Path) -> list[Hypothesis]:
 
 @cache
 def _published() -> tuple[Hypothesis, ...]:
-    return tuple(parse_hypotheses(yaml.safe_load(PUBLISHED_TABLE), "built-in hypotheses"))
+    text = resources.files("valueharm.analysis").joinpath(PUBLISHED_FILE).read_text(encoding="utf-8")
+    return tuple(parse_hypotheses(yaml.safe_load(text), f"built-in {PUBLISHED_FILE}"))
 
 
 def published_hypotheses() -> list[Hypothesis]:
     """The built-in table: directions reported in the published study."""
     return list(_published())
+
+
+def check_categories(hypotheses: Iterable[Hypothesis], categories: Mapping[str, Iterable[str]], where: str) -> None:
+    """Every target category of a benchmark in `categories` (benchmark → its category names) must exist there;
+    an unknown one is one error naming the hypothesis and the known categories."""
+    known = {benchmark: set(names) | {OVERALL} for benchmark, names in categories.items()}
+    for hypothesis in hypotheses:
+        for benchmark, category in hypothesis.targets:
+            if benchmark in known and category not in known[benchmark]:
+                message = unknown_name_message(f"{benchmark} category", category, sorted(known[benchmark]))
+                raise ValueharmError(f"{where}: hypothesis {hypothesis.id!r}: {message}")
+
+
+def value_guide(hypotheses: Iterable[Hypothesis]) -> ValueGuide:
+    """The per-category value instruction: set aside the basic values expected to raise a category's harm, promote
+    those expected to lower it (higher-order groups stand for their member values)."""
+    entries: dict[tuple[str, str], tuple[list[str], list[str]]] = {}
+    for hypothesis in hypotheses:
+        members = HIGHER_ORDER.get(hypothesis.value, (hypothesis.value,))
+        for target in hypothesis.targets:
+            set_aside, promote = entries.setdefault(target, ([], []))
+            chosen = set_aside if hypothesis.sign > 0 else promote
+            chosen += [m for m in members if m not in chosen]
+    guide = {
+        cell: (tuple(aside), tuple(v for v in promote if v not in aside)) for cell, (aside, promote) in entries.items()
+    }
+    return ValueGuide.of(guide)
 
 
 # --------------------------------------------------------------------------------------------------- evaluation
@@ -208,9 +207,9 @@ def evaluate(
     correlation: CorrelationResult,
     *,
     alpha: float = DEFAULT_ALPHA,
-    method: Literal["spearman", "pearson"] = "spearman",
+    method: Literal["family", "spearman", "pearson"] = "family",
 ) -> list[HypothesisResult]:
-    """One verdict per (hypothesis, target cell)."""
+    """One verdict per (hypothesis, target cell), by the family test unless another is asked for."""
     if not 0 < alpha < 1:
         raise ValueharmError(f"alpha must lie in (0, 1), got {alpha}")
     results = []
@@ -226,18 +225,20 @@ def evaluate(
                 "source": hypothesis.source,
                 "method": method,
             }
-            if cell is None or not cell.tested:
-                note = cell.note if cell is not None else "no such cell in this experiment"
+            if cell is None or not (cell.decided if method == "family" else cell.tested):
+                note = (cell.note or cell.family_note) if cell is not None else "no such cell in this experiment"
                 results.append(HypothesisResult(**base, coefficient=None, p=None, q=None, n=cell.n if cell else 0,
-                                                verdict=Verdict.NOT_TESTED, note=note))  # fmt: skip
+                                                verdict=Verdict.NOT_TESTED, note=note,
+                                                n_families=cell.n_families if cell else 0))  # fmt: skip
                 continue
-            coefficient, p, q = (
-                (cell.spearman_rho, cell.spearman_p, cell.spearman_q)
-                if method == "spearman"
-                else (cell.pearson_r, cell.pearson_p, cell.pearson_q)
-            )
+            coefficient, p, q = {
+                "family": (cell.family_coefficient, cell.family_p, cell.family_q),
+                "spearman": (cell.spearman_rho, cell.spearman_p, cell.spearman_q),
+                "pearson": (cell.pearson_r, cell.pearson_p, cell.pearson_q),
+            }[method]
             results.append(HypothesisResult(**base, coefficient=coefficient, p=p, q=q, n=cell.n,
-                                            verdict=_verdict(coefficient, q, hypothesis.sign, alpha)))  # fmt: skip
+                                            verdict=_verdict(coefficient, q, hypothesis.sign, alpha),
+                                            n_families=cell.n_families))  # fmt: skip
     return results
 
 

@@ -7,6 +7,11 @@ over its samples (the max for RTP's maximum toxicity); the delta is the mean ove
 items, because the same items appear in every condition and their difficulty cancels: `n_boot` resamples from
 `numpy.random.default_rng(seed)` as `integers(0, n, size=(n_boot, n))` over the paired items in sorted item-id
 order, the same draw for every (condition, category), so results do not depend on which others were computed.
+
+Each delta also gets a two-sided paired t-test p-value on the item differences (None with fewer than 2 paired items
+or no variation), and `with_q` adds Benjamini–Hochberg q-values over every delta reported together — all models,
+benchmarks, metrics, categories and conditions of a run — so that a category's reduction is read with the
+multiple-testing control its many siblings call for.
 """
 
 from __future__ import annotations
@@ -14,11 +19,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
+from scipy import stats
 
+from valueharm.analysis.correlation import benjamini_hochberg
 from valueharm.errors import ValueharmError
 from valueharm.records import GenerationRecord, ScoreRecord
 from valueharm.scoring.base import ScorerKind, scorer_kind
@@ -119,9 +126,11 @@ class PairedDelta:
     ci_high: float | None
     n_paired: int
     n_unpaired: int  # items scored in only one of the two conditions
+    p: float | None = None  # paired t-test of the item differences
+    q: float | None = None  # Benjamini–Hochberg over the deltas reported together (`with_q`)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class MitigationDelta(PairedDelta):
     """A paired delta for one model, benchmark, category, metric and condition."""
 
@@ -162,8 +171,23 @@ def paired_delta(
         tail = (1 - level) / 2 * 100
         low, high = (float(v) for v in np.percentile(means, [tail, 100 - tail]))
     return PairedDelta(
-        float(before.mean()), float(after.mean()), float(differences.mean()), low, high, len(items), unpaired
-    )
+        float(before.mean()), float(after.mean()), float(differences.mean()), low, high, len(items), unpaired,
+        _paired_p(differences),
+    )  # fmt: skip
+
+
+def _paired_p(differences: np.ndarray) -> float | None:
+    if len(differences) < 2:
+        return None
+    if np.ptp(differences) == 0:  # no variation: a shift on every item is certain, none is no evidence
+        return None if differences[0] == 0 else 0.0
+    return float(stats.ttest_1samp(differences, 0.0).pvalue)
+
+
+def with_q(deltas: Sequence[MitigationDelta]) -> list[MitigationDelta]:
+    """The deltas with BH q-values over all of them that have a p-value."""
+    q = benjamini_hochberg([math.nan if d.p is None else d.p for d in deltas])
+    return [replace(d, q=None if math.isnan(v) else float(v)) for d, v in zip(deltas, q, strict=True)]
 
 
 def condition_deltas(

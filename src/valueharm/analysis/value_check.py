@@ -1,17 +1,24 @@
 """Value-alignment check: does an aligned model hold its target profile? (DESIGN §4)
 
-Each model answers held-out portrait-survey questions (the `value-survey` benchmark: stage-2 prompts on arguments
-no adapter was trained on, each asked about one of the argument's values, the answer started with the value's
-name). A reply's 1–6 digit, or its importance phrase, is read back with the parser the training data is checked
-with. The measured profile is the mean digit per value,
-compared with the target as NMSE on (s − 1)/5 (0 = identical, 1 = opposite extremes) and Pearson r.
+Two instruments, each a benchmark whose items' category is the value asked about:
+
+- `value-survey`: held-out portrait-survey questions (stage-2 prompts on arguments no adapter was trained on, each
+  asked about one of the argument's values, the answer started with the value's name);
+- `pvq40`: the 40-item Portrait Values Questionnaire in the published prompt shape, items averaged per value
+  with the PVQ-40 coding key (`valueharm.data.pvq`) — the check the VIM paper reports (NMSE: VIM 0.0759, ICL
+  0.1079, averaged over models; `PUBLISHED_PVQ_NMSE`).
+
+A reply's 1–6 digit, or its scale or importance phrase, is read back with the parser the training data is checked
+with. The measured profile is the mean digit per value, compared with the target as NMSE — the mean over the
+values of the squared difference of (s − 1)/5 and (t − 1)/5 (0 = identical, 1 = opposite extremes) — and
+Pearson r.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from scipy import stats
@@ -21,6 +28,9 @@ from valueharm.records import GenerationRecord
 from valueharm.values import SCORE_MAX, SCORE_MIN, VALUES, ValueProfile
 
 SURVEY_BENCHMARK = "value-survey"
+PVQ_BENCHMARK = "pvq40"
+INSTRUMENTS = (SURVEY_BENCHMARK, PVQ_BENCHMARK)
+PUBLISHED_PVQ_NMSE = {"vim": 0.0759, "icl": 0.1079}  # Kang et al. (VIM), PVQ-40, mean over the aligned models
 
 
 @dataclass(frozen=True)
@@ -41,15 +51,16 @@ class MeasuredProfile:
     answers: dict[str, int]  # parsed answers per value
     n_questions: int
     n_unparsed: int
+    instrument: str = SURVEY_BENCHMARK  # the benchmark the answers came from
 
 
-def measure(records: Iterable[GenerationRecord]) -> dict[str, MeasuredProfile]:
-    """Per model: the mean answered digit for each value."""
+def measure(records: Iterable[GenerationRecord], instrument: str = SURVEY_BENCHMARK) -> dict[str, MeasuredProfile]:
+    """Per model: the mean answered digit for each value, from one instrument's answers."""
     digits: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     asked: dict[str, int] = defaultdict(int)
     unparsed: dict[str, int] = defaultdict(int)
     for record in records:
-        if record.benchmark != SURVEY_BENCHMARK or record.error is not None:
+        if record.benchmark != instrument or record.error is not None:
             continue
         asked[record.model_key] += 1
         answer = read_answer(record)
@@ -64,6 +75,7 @@ def measure(records: Iterable[GenerationRecord]) -> dict[str, MeasuredProfile]:
             answers={v: len(digits[model].get(v, [])) for v in VALUES},
             n_questions=count,
             n_unparsed=unparsed[model],
+            instrument=instrument,
         )
         for model, count in asked.items()
     }
@@ -81,6 +93,10 @@ class AlignmentCheck:
     answer_rate: float  # share of questions answered with a readable digit
     digit_match_rate: float | None  # share of answers giving the target's (rounded) digit for their value
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def instrument(self) -> str:
+        return self.measured.instrument
 
 
 def _unit(score: float) -> float:
@@ -116,13 +132,17 @@ def compare(target: ValueProfile, measured: MeasuredProfile, answers: Sequence[S
     )
 
 
-def check_models(records: Sequence[GenerationRecord], targets: dict[str, ValueProfile]) -> list[AlignmentCheck]:
-    """One check per model that has survey answers and a target profile (`targets`: model_key → profile)."""
-    survey = [r for r in records if r.benchmark == SURVEY_BENCHMARK and r.error is None]
-    measured = measure(survey)
+def check_models(
+    records: Sequence[GenerationRecord], targets: Mapping[str, Sequence[ValueProfile]]
+) -> list[AlignmentCheck]:
+    """Per instrument, one check per (model, target) for models with answers (`targets`: model_key → the
+    profiles to compare it with: an aligned model's own target; the base model's every target, as reference)."""
     checks = []
-    for model, profile in targets.items():
-        if model in measured:
-            answers = [read_answer(r) for r in survey if r.model_key == model]
-            checks.append(compare(profile, measured[model], answers))
+    for instrument in INSTRUMENTS:
+        asked = [r for r in records if r.benchmark == instrument and r.error is None]
+        measured = measure(asked, instrument)
+        for model, profiles in targets.items():
+            if model in measured:
+                answers = [read_answer(r) for r in asked if r.model_key == model]
+                checks += [compare(profile, measured[model], answers) for profile in profiles]
     return checks

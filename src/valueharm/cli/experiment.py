@@ -37,6 +37,8 @@ def run_command(
             path, run, dry_run=dry_run, executor=make_executor(executor, address), progress=progress
         )
     if isinstance(result, Experiment):
+        for note in result.notes:
+            out.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
         out.print(f"report: {result.report_path}")
         return
     table = Table(

@@ -29,9 +29,9 @@ def profiles_list(
     if as_json:
         print_json([profile.to_dict() for profile in profiles])
         return
-    table = Table("profile", *VALUE_ABBREVIATIONS.values(), title=f"{len(profiles)} profiles")
+    table = Table("profile", "family", *VALUE_ABBREVIATIONS.values(), title=f"{len(profiles)} profiles")
     for profile in profiles:
-        table.add_row(profile.name, *(f"{profile.scores[value]:g}" for value in VALUES))
+        table.add_row(profile.name, profile.family, *(f"{profile.scores[value]:g}" for value in VALUES))
     out.print(table)
 
 
@@ -65,7 +65,9 @@ def profiles_show(
         payload = profile.to_dict() | {"groups": {group: profile.group_score(group) for group in HIGHER_ORDER}}
         print_json(payload)
         return
-    table = Table("value", "score", "", title=f"{profile.name}  ({profile.provenance})", show_edge=False)
+    table = Table(
+        "value", "score", "", title=f"{profile.name}  ({profile.provenance}; family {profile.family})", show_edge=False
+    )
     for value in VALUES:
         score = profile.scores[value]
         table.add_row(value, f"{score:g}", "█" * round(score * 4) + "·" * round((SCORE_MAX - score) * 4))

@@ -230,3 +230,26 @@ def _value_survey(
             members = sorted(random.Random(f"{seed}:{value}").sample(members, per_value), key=by_value[value].index)
         items += members
     return items
+
+
+# Not a safety benchmark either: the 40 PVQ items for the PVQ-40 alignment check, each asked in the published prompt
+# shape (template `pvq_item`) and scored on the six-point scale; `file` replaces the registered questionnaire.
+@_register("pvq40", "The 40-item Portrait Values Questionnaire (1–6), for the PVQ-40 alignment check",
+           BenchmarkKind.COMPLETION, "pvq40",
+           GenerationDefaults(samples=1, max_new_tokens=8, temperature=0.0, top_p=1.0))  # fmt: skip
+def _pvq40(
+    data_dir: Path, file: str | Path | None = None, template_dir: str | Path | None = None
+) -> list[BenchmarkItem]:
+    from valueharm.alignment.vim_data import SURVEY_SCALE
+    from valueharm.data.pvq import PVQ_FILE, read_questionnaire
+    from valueharm.data.registry import require_file
+    from valueharm.templates import load_template
+
+    template = load_template("pvq_item", template_dir=template_dir)
+    scale = ", ".join(f"{digit}. '{label[0].upper()}{label[1:]}'" for digit, label in SURVEY_SCALE.items())
+    path = Path(file) if file is not None else require_file(data_dir, PVQ_FILE)
+    return [
+        BenchmarkItem("pvq40", f"pvq-{item.number:02d}", item.value,
+                      template.render(scale=scale, statement=item.statement), {"item": str(item.number)})
+        for item in read_questionnaire(path)
+    ]  # fmt: skip

@@ -316,6 +316,14 @@ _declare(
     "https://huggingface.co/datasets/Samsung/samsum",
     "CSV with header: id, dialogue, summary",
 )
+_declare(
+    "pvq40",
+    "The 40-item Portrait Values Questionnaire as published with VIM (PVQ-40 alignment check)",
+    [DataFile("pvq/pvq40.xlsx", (f"{VIM_COPY}/pvq/pvq40.xlsx",), None)],
+    "PVQ-40 © S. H. Schwartz, free for non-commercial research use",
+    "https://github.com/dongjunKANG/VIM",
+    "xlsx: first sheet with a `question` column, items 1–40 in order (coding key: valueharm.data.pvq)",
+)
 
 
 def require_file(data_dir: Path, path: str) -> Path:

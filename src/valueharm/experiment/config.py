@@ -24,6 +24,7 @@ from valueharm.settings import (
     ItemSelection,
     LoraSettings,
     MetricsSettings,
+    PvqCheckSettings,
     SamplingSettings,
     ScoringSettings,
     Settings,
@@ -59,9 +60,19 @@ class MitigationConfig(Settings):
     conditions: list[Literal["safety", "value", "dual"]] = Field(
         default_factory=list, description="In-context alignment prompts to add: safety, value or both (dual)."
     )
-    models: list[str] = Field(default_factory=list, description="Model keys to mitigate (default: every aligned one).")
+    models: list[str] = Field(
+        default_factory=list,
+        description="Model keys to mitigate (default: every aligned one, and vanilla when it is a method, to compare).",
+    )
     benchmarks: list[str] = Field(default_factory=list, description="Default: every benchmark of the experiment.")
-    set_aside: list[str] = Field(default_factory=list, description="Values the value instruction names.")
+    set_aside: list[str] = Field(
+        default_factory=list, description="Values the value instruction names where the category map says nothing."
+    )
+    by_category: bool = Field(
+        True,
+        description="Value instruction per item category from the hypotheses table: set aside the values expected "
+        "to raise its harm, promote those expected to lower it (other categories: set_aside, else the profile's top).",
+    )
 
 
 class CalibrationPair(Settings):
@@ -74,13 +85,20 @@ class CalibrationPair(Settings):
 
 class AnalysisConfig(Settings):
     alignment_check: AlignmentCheckSettings = Field(AlignmentCheckSettings(), description="The value-alignment check.")
+    pvq: PvqCheckSettings = Field(PvqCheckSettings(), description="The PVQ-40 alignment check (needs dataset pvq40).")
     alpha: float = Field(0.05, gt=0, lt=1, description="Significance level of the hypothesis tests (on q-values).")
+    permutations: int = Field(
+        9_999, ge=1, description="Random orders of the family permutation test (all orders when there are fewer)."
+    )
+    seed: int = Field(0, description="Seed of the permutation test.")
     harm_metrics: dict[str, str] = Field(default_factory=dict, description="Benchmark → metric to correlate.")
     scores_from: Literal["target", "measured"] = Field(
         "target", description="Correlate harms with the profiles' target scores or the scores the check measured."
     )
     hypotheses_file: Path | None = Field(None, description="Expected value–harm directions (default: published).")
-    regression: bool = Field(False, description="Also regress each harm metric on all ten values.")
+    regression: bool = Field(
+        True, description="Regress each harm category on the ten values (or the four dimensions), family-clustered."
+    )
     calibrate: list[CalibrationPair] = Field(
         default_factory=list, description="Local toxicity scorers to calibrate against a reference on RTP."
     )
@@ -324,14 +342,17 @@ def load_config(path: str | Path) -> ExperimentConfig:
     except ValueharmError as error:
         raise ValueharmError(f"{path}: {error}") from None
     base = path.parent
-    profiles, hypotheses = config.profiles, config.analysis.hypotheses_file
+    profiles, hypotheses, pvq = config.profiles, config.analysis.hypotheses_file, config.analysis.pvq
     return config.model_copy(
         update={
             "profiles": profiles.model_copy(update={"files": [_relative(base, f) for f in profiles.files]}),
             "template_dir": _relative(base, config.template_dir) if config.template_dir else None,
             "data_dir": _relative(base, config.data_dir) if config.data_dir else None,
             "analysis": config.analysis.model_copy(
-                update={"hypotheses_file": _relative(base, hypotheses) if hypotheses else None}
+                update={
+                    "hypotheses_file": _relative(base, hypotheses) if hypotheses else None,
+                    "pvq": pvq.model_copy(update={"file": _relative(base, pvq.file) if pvq.file else None}),
+                }
             ),
         }
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from valueharm.experiment.plan import Experiment
-from valueharm.settings import AlignmentCheckSettings
+from valueharm.settings import AlignmentCheckSettings, PvqCheckSettings
 
 
 def finish(experiment: Experiment) -> Path:
@@ -53,7 +53,8 @@ def finish(experiment: Experiment) -> Path:
         plan_vs_actual=used,
         metrics=rows,
         alignment=checks,
-        alignment_reading=_survey_reading(config.analysis.alignment_check),
+        alignment_reading=f"held-out survey: {_survey_reading(config.analysis.alignment_check)}; "
+        f"PVQ-40: {_survey_reading(config.analysis.pvq)}",
         profiles=experiment.profiles,
         correlation=correlation,
         regressions=regressions,
@@ -61,68 +62,64 @@ def finish(experiment: Experiment) -> Path:
         mitigation=mitigation(experiment, generations, scores),
         calibrations=calibrations,
         examples=_examples(generations),
-        notes=notes + calibration_notes,
+        notes=[*experiment.notes, *notes, *calibration_notes],
     )
     return render_report(data, experiment.report_path)
 
 
-def _survey_reading(check: AlignmentCheckSettings) -> str:
+def _survey_reading(check: AlignmentCheckSettings | PvqCheckSettings) -> str:
     answers = f"{check.samples} answer{'s' if check.samples > 1 else ''} per question"
     return f"{answers}, sampled at temperature {check.temperature:g}" if check.temperature > 0 else f"{answers}, greedy"
 
 
 def alignment_checks(experiment: Experiment, generations: Sequence[Any]) -> list[Any]:
-    """Each aligned model against its target; the untrained base against every target, as the reference."""
-    from valueharm.analysis.value_check import SURVEY_BENCHMARK, compare, measure, read_answer
+    """Per instrument (held-out survey, PVQ-40): each aligned model against its target; the untrained base against
+    every target, as the reference."""
+    from valueharm.analysis.value_check import check_models
 
-    survey = [g for g in generations if g.benchmark == SURVEY_BENCHMARK and g.error is None]
-    measured = measure(survey)
-    answers = {key: [read_answer(g) for g in survey if g.model_key == key] for key in measured}
-    checks = []
-    for key, spec in experiment.specs.items():
-        if spec.profile is not None and spec.mitigation is None and key in measured:
-            checks.append(compare(spec.profile, measured[key], answers[key]))
-    if "vanilla" in measured:
-        checks += [
-            compare(profile, measured["vanilla"], answers["vanilla"]) for profile in experiment.profiles.values()
-        ]
-    return checks
+    targets = {
+        key: [spec.profile]
+        for key, spec in experiment.specs.items()
+        if spec.profile is not None and spec.mitigation is None
+    }
+    return check_models(generations, targets | {"vanilla": list(experiment.profiles.values())})
 
 
 def value_harm(experiment: Experiment, rows: Sequence[dict[str, Any]], checks: Sequence[Any]) -> tuple[Any, ...]:
-    """Correlations over the aligned models of one method (VIM if present: methods are not pooled), hypotheses."""
-    from valueharm.analysis.correlation import aligned_models, correlate, harm_metrics, harm_values, regress
-    from valueharm.analysis.hypotheses import evaluate, load_hypotheses, published_hypotheses
+    """Correlations over the aligned models of one method (VIM if present: methods are not pooled), tested with
+    the models' profile families as the independent units; the hypotheses; the regressions per harm category."""
+    from valueharm.analysis.correlation import aligned_models, correlate, harm_metrics, harm_values
+    from valueharm.analysis.hypotheses import evaluate
+    from valueharm.analysis.regression import regress
+    from valueharm.experiment.plan import SURVEY
 
     analysis = experiment.config.analysis
     notes: list[str] = []
     method = next((m for m in ("vim", "icl") if m in experiment.config.methods), None)
     if method is None:
         return None, [], [], ["value–harm analysis: no aligned models (methods vim or icl)"]
-    models = {key: s.profile for key, s in experiment.specs.items() if s.method == method and s.mitigation is None}
+    specs = {key: s for key, s in experiment.specs.items() if s.method == method and s.mitigation is None}
+    models = {key: s.profile for key, s in specs.items()}
+    families = {key: s.profile.family for key, s in specs.items()}
     if analysis.scores_from == "measured":
-        measured = {c.model_key: c.measured for c in checks if c.model_key in models}
+        measured = {c.model_key: c.measured for c in checks if c.model_key in models and c.instrument == SURVEY}
         models = {key: measured[key] for key in models if key in measured}
-    notes.append(f"value–harm correlations over the {len(models)} {method} models ({analysis.scores_from} scores)")
+    notes.append(
+        f"value–harm correlations over the {len(models)} {method} models in {len(set(families.values()))} profile "
+        f"families ({analysis.scores_from} scores)"
+    )
     harms = harm_values(rows, harm_metrics(analysis.harm_metrics), models=set(models))
-    aligned = aligned_models(models, harms)
-    correlation = correlate(aligned, sources=harms.sources, x_source=analysis.scores_from, notes=harms.notes)
-    hypotheses_table = load_hypotheses(analysis.hypotheses_file) if analysis.hypotheses_file else published_hypotheses()
-    hypotheses = evaluate(hypotheses_table, correlation, alpha=analysis.alpha)
-    regressions = []
-    if analysis.regression:
-        import warnings
-
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            regressions = [regress(aligned, benchmark, "all") for benchmark in harms.sources]
-        notes += [str(w.message) for w in caught]
+    aligned = aligned_models(models, harms, families)
+    correlation = correlate(aligned, sources=harms.sources, x_source=analysis.scores_from, notes=harms.notes,
+                            n_permutations=analysis.permutations, seed=analysis.seed)  # fmt: skip
+    hypotheses = evaluate(experiment.hypotheses, correlation, alpha=analysis.alpha)
+    regressions = [regress(aligned, *column) for column in correlation.columns()] if analysis.regression else []
     return correlation, regressions, hypotheses, notes
 
 
 def mitigation(experiment: Experiment, generations: Sequence[Any], scores: Sequence[Any]) -> list[Any]:
     """Deltas of every mitigation condition vs input only, per benchmark, scorer and metric it feeds."""
-    from valueharm.analysis.mitigation import mitigation_deltas
+    from valueharm.analysis.mitigation import mitigation_deltas, with_q
     from valueharm.scoring.base import FEEDS, build_scorer
 
     config = experiment.config
@@ -137,7 +134,7 @@ def mitigation(experiment: Experiment, generations: Sequence[Any], scores: Seque
                     generations, scores, benchmark=benchmark, scorer=scorer.id, metric=metric,
                     models=config.mitigation.models or None, n_boot=config.metrics.n_boot, seed=config.metrics.seed,
                 )  # fmt: skip
-    return deltas
+    return with_q(deltas)
 
 
 def calibrate(experiment: Experiment, store: Any) -> tuple[list[Any], list[str]]:

@@ -18,6 +18,8 @@ from valueharm.experiment.config import BenchmarkConfig, ExperimentConfig
 
 TINY_PREFIX = "tiny:"  # `base_model: tiny:demo` is the built-in offline model
 SURVEY = "value-survey"
+PVQ = "pvq40"
+CHECKS = (SURVEY, PVQ)  # the alignment checks' questionnaires: unmitigated models only, no scorers, no metrics
 CONFIG_FILE = "experiment.yaml"
 MANIFEST_FILE = "manifest.json"
 PLAN_FILE = "plan.json"  # the cost plan of the whole run, written at its first start
@@ -70,6 +72,8 @@ class Experiment:
     adapters_dir: Path  # where adapters are trained to and loaded from (`adapters_root`)
     benchmark_items: dict[str, list[Any]] = field(default_factory=dict)
     templates: Any = None
+    notes: list[str] = field(default_factory=list)  # what the run leaves out and why, for the report
+    hypotheses: list[Any] = field(default_factory=list)  # the expected directions, checked against the benchmarks
 
     @property
     def store_path(self) -> Path:
@@ -88,12 +92,13 @@ class Experiment:
         return self.run_dir / PLAN_FILE
 
     def benchmark_config(self, name: str) -> BenchmarkConfig:
-        """A benchmark's settings; the alignment check's survey takes its sampling from `analysis.alignment_check`."""
+        """A benchmark's settings; the alignment checks' questionnaires take their sampling from
+        `analysis.alignment_check` and `analysis.pvq`."""
         if name in self.config.benchmarks:
             return self.config.benchmarks[name]
-        if name != SURVEY:
+        if name not in CHECKS:
             return BenchmarkConfig()
-        check = self.config.analysis.alignment_check
+        check = self.config.analysis.alignment_check if name == SURVEY else self.config.analysis.pvq
         return BenchmarkConfig(samples=check.samples, temperature=check.temperature)
 
     def models_for(self, benchmark: str) -> list[str]:
@@ -101,7 +106,7 @@ class Experiment:
         return [key for key, spec in self.specs.items() if self._generates(spec, benchmark)]
 
     def _generates(self, spec: Any, benchmark: str) -> bool:
-        if benchmark == SURVEY:
+        if benchmark in CHECKS:
             return spec.mitigation is None
         if spec.mitigation is None:
             return True
@@ -151,14 +156,14 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
             path = (lambda p: adapters / "vim" / p.name) if method == "vim" else (lambda p: None)
             new = [ModelSpec(method, p, adapter_path=path(p)) for p in profiles.values()]
         specs |= {spec.model_key: spec for spec in new}
-    aligned = [key for key, spec in specs.items() if spec.method in {"vim", "icl"}]
-    chosen_models = config.mitigation.models or aligned
     for index, key in enumerate(config.mitigation.models):
         if key not in specs:
             raise ValueharmError(f"mitigation.models[{index}]: unknown model {key!r}; models: {', '.join(specs)}")
+    hypotheses = hypotheses_table(config, data_dir)
+    guide = _value_guide(config, hypotheses)
     for condition in config.mitigation.conditions:
-        for key in chosen_models:
-            spec = replace(specs[key], mitigation=condition, set_aside=tuple(config.mitigation.set_aside))
+        for key in config.mitigation.models or _mitigated_by_default(specs, condition, guide is not None, config):
+            spec = replace(specs[key], mitigation=condition, set_aside=tuple(config.mitigation.set_aside), guide=guide)
             with _at("mitigation"):
                 spec.__post_init__()
             specs[spec.model_key] = spec
@@ -192,13 +197,50 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
     with _at("template_dir"):
         templates = PromptTemplates.load(config.template_dir)
         VimTemplates.load(config.template_dir)  # training data, survey questions and echo detection use them
-    experiment = Experiment(config, run_dir, data_dir, "", profiles, specs, adapters, templates=templates)
+    experiment = Experiment(
+        config, run_dir, data_dir, "", profiles, specs, adapters, templates=templates, hypotheses=hypotheses
+    )
     for name in _benchmark_names(experiment):
         with _at(f"benchmarks.{name}"):
             experiment.benchmark_items[name] = _load_items(experiment, name)
     with _at("base_model"):
         experiment.base = resolve_base(config, data_dir) if build_base else config.base_model
     return experiment
+
+
+def _mitigated_by_default(specs: dict[str, Any], condition: str, guided: bool, config: ExperimentConfig) -> list[str]:
+    """Every aligned model, and the base beside them where the condition has an instruction for it (the safety
+    one always; a value instruction only from the category map or a configured set_aside list)."""
+    aligned = [key for key, spec in specs.items() if spec.method in {"vim", "icl"}]
+    base_fits = condition == "safety" or guided or bool(config.mitigation.set_aside)
+    return [*(["vanilla"] if "vanilla" in specs and base_fits else []), *aligned]
+
+
+def hypotheses_table(config: ExperimentConfig, data_dir: Path) -> list[Any]:
+    """The experiment's hypotheses (`analysis.hypotheses_file`, else the published table), every target category
+    checked against the full benchmark it names, when that benchmark is in the experiment."""
+    from valueharm.analysis.hypotheses import check_categories, load_hypotheses, published_hypotheses
+    from valueharm.data.benchmarks import BENCHMARKS
+
+    path = config.analysis.hypotheses_file
+    table = load_hypotheses(path) if path else published_hypotheses()
+    targeted = {benchmark for h in table for benchmark, _ in h.targets} & set(config.benchmarks)
+    categories = {}
+    for name in sorted(targeted):
+        with _at(f"benchmarks.{name}"):
+            items = BENCHMARKS.get(name).load(data_dir, **config.benchmarks[name].options)
+        categories[name] = {item.category for item in items}
+    check_categories(table, categories, f"analysis.hypotheses_file: {path}" if path else "built-in hypotheses")
+    return table
+
+
+def _value_guide(config: ExperimentConfig, hypotheses: list[Any]) -> Any:
+    """The per-category value instruction of the value and dual conditions, from the hypotheses table."""
+    from valueharm.analysis.hypotheses import value_guide
+
+    if not config.mitigation.by_category or not {"value", "dual"} & set(config.mitigation.conditions):
+        return None
+    return value_guide(hypotheses)
 
 
 @contextlib.contextmanager
@@ -211,10 +253,24 @@ def _at(where: str) -> Iterator[None]:
 
 
 def _benchmark_names(experiment: Experiment) -> list[str]:
+    """The configured benchmarks, then the alignment checks' questionnaires when there are aligned models; the
+    PVQ-40 check is skipped, with a note, when its questionnaire is not in the data directory."""
+    from valueharm.data.pvq import PVQ_FILE
+
     names = list(experiment.config.benchmarks)
-    check = experiment.config.analysis.alignment_check
-    if check.enabled and any(s.method in {"vim", "icl"} for s in experiment.specs.values()) and SURVEY not in names:
+    analysis = experiment.config.analysis
+    if not any(s.method in {"vim", "icl"} for s in experiment.specs.values()):
+        return names
+    if analysis.alignment_check.enabled and SURVEY not in names:
         names.append(SURVEY)
+    if analysis.pvq.enabled and PVQ not in names:
+        if analysis.pvq.file is not None or (experiment.data_dir / PVQ_FILE).is_file():
+            names.append(PVQ)
+        else:
+            experiment.notes.append(
+                f"PVQ-40 check skipped: {PVQ_FILE} is not in the data dir {experiment.data_dir} "
+                f"(run `valueharm data fetch pvq40`, or set analysis.pvq.file)"
+            )
     return names
 
 
@@ -222,11 +278,16 @@ def _load_items(experiment: Experiment, name: str) -> list[Any]:
     from valueharm.data.benchmarks import BENCHMARKS, select_items
 
     bench = experiment.config.benchmarks.get(name)
-    if bench is None:  # the alignment check's survey
+    analysis = experiment.config.analysis
+    if name == SURVEY and bench is None:
         return BENCHMARKS.get(name).load(
-            experiment.data_dir, per_value=experiment.config.analysis.alignment_check.per_value,
+            experiment.data_dir, per_value=analysis.alignment_check.per_value,
             template_dir=experiment.config.template_dir,
         )  # fmt: skip
+    if name == PVQ and bench is None:
+        with _at("analysis.pvq"):
+            return BENCHMARKS.get(name).load(experiment.data_dir, file=analysis.pvq.file,
+                                             template_dir=experiment.config.template_dir)  # fmt: skip
     return select_items(BENCHMARKS.get(name), experiment.data_dir, bench, **bench.options)
 
 

@@ -20,25 +20,19 @@ from string import Template
 from typing import Any
 
 from valueharm import __version__
-from valueharm.analysis.correlation import (
-    DEFAULT_HARM_METRICS,
-    OVERALL,
-    CorrelationCell,
-    CorrelationResult,
-    HarmMetric,
-    RegressionResult,
-)
+from valueharm.analysis.correlation import DEFAULT_HARM_METRICS, OVERALL, CorrelationResult, HarmMetric
 from valueharm.analysis.hypotheses import HypothesisResult, Verdict
 from valueharm.analysis.mitigation import MitigationDelta, split_model_key
-from valueharm.analysis.value_check import AlignmentCheck
+from valueharm.analysis.regression import RegressionResult
+from valueharm.analysis.value_check import PUBLISHED_PVQ_NMSE, PVQ_BENCHMARK, SURVEY_BENCHMARK, AlignmentCheck
 from valueharm.metrics import published_label
 from valueharm.report import plots
+from valueharm.report.analysis_sections import correlation_section, hypotheses_section, mitigation_section
 from valueharm.report.calibration import calibration_section
 from valueharm.report.markup import (
     Cell,
     Html,
     benchmark_order,
-    condition_rank,
     esc,
     fmt_num,
     fmt_p,
@@ -49,15 +43,14 @@ from valueharm.report.markup import (
     html_table,
     model_order,
     num,
-    p_cell,
     with_sub,
 )
 from valueharm.scoring.calibration import Calibration
 from valueharm.values import VALUE_ABBREVIATIONS, VALUES, ValueProfile
 
+INSTRUMENT_NAMES = {SURVEY_BENCHMARK: "held-out survey", PVQ_BENCHMARK: "PVQ-40"}
 SHARES = ("empty_share", "echo_share")  # degenerate-answer shares: shown after the metrics they qualify
 MAX_TEXT = 800  # characters of a model output shown in the examples table
-TOP_CELLS = 20
 
 
 @dataclass
@@ -90,12 +83,12 @@ class ReportData:
 def _summary(data: ReportData) -> Html:
     models = {row["model_key"] for row in data.metrics}
     benchmarks = {row["benchmark"] for row in data.metrics}
-    cells = [c for c in data.correlation.cells if c.tested] if data.correlation else []
+    cells = [c for c in data.correlation.cells if c.decided] if data.correlation else []
     cards = [
         (len(models), "models with metrics"),
         (len(benchmarks), "benchmarks"),
         (len(data.alignment), "alignment checks"),
-        (f"{sum(c.spearman_q < 0.05 for c in cells)} / {len(cells)}", "correlations with q < .05"),
+        (f"{sum(c.family_q < 0.05 for c in cells)} / {len(cells)}", "correlations with family q < .05"),
         (
             f"{sum(r.verdict == Verdict.SUPPORTED for r in data.hypotheses)} / {len(data.hypotheses)}",
             "hypothesis cells supported",
@@ -121,7 +114,6 @@ def _all_notes(data: ReportData) -> list[str]:
     notes = list(data.notes)
     if data.correlation:
         notes += [f"correlation: {n}" for n in data.correlation.notes]
-    notes += [f"regression {r.benchmark}/{r.category}: {n}" for r in data.regressions for n in r.notes]
     notes += [f"alignment check {c.model_key}: {n}" for c in data.alignment for n in c.notes]
     return list(dict.fromkeys(notes))
 
@@ -267,130 +259,13 @@ def _categories_section(data: ReportData) -> Html:
     return html_section("categories", "Harm by category", *(parts or [html_empty()]))
 
 
-def _correlation_section(data: ReportData) -> Html:
-    result = data.correlation
-    title = "Value–harm correlations"
-    if result is None or not result.cells:
-        return html_section("correlations", title, html_empty())
-    sources = "; ".join(f"{b}: {s.metric} ({s.variant}, {s.scorer})" for b, s in result.sources.items())
-    parts = [
-        Html(f'<p class="finding">{esc(result.finding())}</p>'),
-        html_note(
-            f"Unit: one aligned model ({result.n_models} models). X: {result.x_source} value scores "
-            f"(higher-order groups: mean of their values). Y: {sources or 'harm metric'}. Spearman and Pearson "
-            "with two-sided p; q: Benjamini–Hochberg over the whole grid."
-        ),
-        html_figure(plots.correlation_heatmap(result), "Spearman ρ per value and benchmark category"),
-    ]
-    tested = sorted((c for c in result.cells if c.tested), key=lambda c: (c.spearman_q, c.spearman_p))
-    if tested:
-        parts += [
-            Html(f"<h3>Strongest associations (top {min(TOP_CELLS, len(tested))} by Spearman q)</h3>"),
-            html_table(
-                ["benchmark", "category", "value", "n", "Spearman ρ", "p", "q", "Pearson r", "p", "q"],
-                [_cell_row(c) for c in tested[:TOP_CELLS]],
-            ),
-        ]
-    if data.regressions:
-        parts.append(_regression_table(data.regressions))
-    return html_section("correlations", title, *parts)
-
-
-def _stars(q: float) -> str:
-    return "**" if q < 0.01 else "*" if q < 0.05 else ""
-
-
-def _signed(value: float, q: float) -> Cell:
-    cls = "num pos" if value > 0 and q < 0.05 else "num neg" if value < 0 and q < 0.05 else "num"
-    return Cell(esc(fmt_num(value) + _stars(q)), cls)
-
-
-def _cell_row(cell: CorrelationCell) -> list[object]:
-    return [
-        cell.benchmark,
-        cell.category,
-        cell.value,
-        cell.n,
-        _signed(cell.spearman_rho, cell.spearman_q),
-        p_cell(cell.spearman_p),
-        p_cell(cell.spearman_q),
-        _signed(cell.pearson_r, cell.pearson_q),
-        p_cell(cell.pearson_p),
-        p_cell(cell.pearson_q),
-    ]
-
-
-def _regression_table(regressions: Sequence[RegressionResult]) -> Html:
-    terms = list(dict.fromkeys(t for r in regressions for t in r.coefficients if t != "intercept"))
-    rows = []
-    for r in regressions:
-        coefficients: list[object] = []
-        for term in terms:
-            c = r.coefficients.get(term)
-            shown = c is not None and r.identifiable
-            coefficients.append(Cell(with_sub(fmt_num(c.estimate), f"p={fmt_p(c.p)}"), "num") if shown else "—")
-        rows.append([r.benchmark, r.category, r.n, num(r.r_squared), num(r.adj_r_squared), *coefficients])
-    headers = ["benchmark", "category", "n", "R²", "adj. R²", *(VALUE_ABBREVIATIONS.get(t, t) for t in terms)]
-    title = "<h3>Multiple regression on the values (OLS, coefficient per scale point)</h3>"
-    return Html(title + html_table(headers, rows))
-
-
-def _hypotheses_section(data: ReportData) -> Html:
-    title = "Expected directions (hypotheses)"
-    if not data.hypotheses:
-        return html_section("hypotheses", title, html_empty())
-    counts = {v: sum(r.verdict == v for r in data.hypotheses) for v in Verdict}
-    method = data.hypotheses[0].method
-    summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-    rows = [
-        [
-            r.id,
-            r.value,
-            Cell(esc("↑ positive" if r.expected == "positive" else "↓ negative"), "nowrap"),
-            r.benchmark,
-            r.category,
-            num(r.coefficient),
-            p_cell(r.p),
-            p_cell(r.q),
-            r.n,
-            Html(f'<span class="badge {r.verdict.value.replace(" ", "-")}">{esc(r.verdict.value)}</span>'),
-            r.note or r.source,
-        ]
-        for r in data.hypotheses
-    ]
-    coefficient = "ρ" if method == "spearman" else "r"
-    return html_section(
-        "hypotheses",
-        title,
-        html_note(
-            f"{summary}. Verdict from the grid's BH q-value ({method}); supported = significant in the expected "
-            "direction, opposite = significant the other way."
-        ),
-        html_table(
-            [
-                "hypothesis",
-                "value",
-                "expected",
-                "benchmark",
-                "category",
-                coefficient,
-                "p",
-                "q",
-                "n",
-                "verdict",
-                "source / note",
-            ],
-            rows,
-        ),
-    )
-
-
 def _alignment_section(data: ReportData) -> Html:
     title = "Value-alignment check"
     if not data.alignment:
         return html_section("alignment", title, html_empty())
     headers = [
         "model",
+        "instrument",
         "target",
         "values measured",
         "NMSE",
@@ -412,6 +287,7 @@ def _alignment_section(data: ReportData) -> Html:
             r_text = with_sub(fmt_num(check.pearson_r), f"p={fmt_p(check.pearson_p)}")
         rows.append(
             [
+                INSTRUMENT_NAMES.get(check.instrument, check.instrument),
                 check.model_key,
                 check.target,
                 check.values_measured,
@@ -427,93 +303,40 @@ def _alignment_section(data: ReportData) -> Html:
         "alignment",
         title,
         html_note(
-            f"Each model answers held-out 1–6 survey questions{reading}; per value: measured mean answer (target "
-            "below). NMSE on (s − 1)/5: 0 = identical, 1 = opposite extremes. The untrained base (vanilla) is "
-            "compared with every target as the reference."
+            f"Each model answers 1–6 questionnaires{reading}: held-out survey questions on arguments no adapter was "
+            "trained on, and the 40-item Portrait Values Questionnaire (PVQ-40, items averaged per value with its "
+            "coding key) where its file is present. Per value: measured mean answer (target below). NMSE on "
+            "(s − 1)/5: 0 = identical, 1 = opposite extremes; the published PVQ-40 NMSE, averaged over models, is "
+            "shown beside ours. The untrained base (vanilla) is compared with every target as the reference."
         ),
-        html_table(["models", "checks", "mean Pearson r", "mean NMSE"], _alignment_means(data.alignment)),
+        html_table(
+            ["instrument", "models", "checks", "mean Pearson r", "mean NMSE", "published NMSE"],
+            _alignment_means(data.alignment),
+        ),
         html_table(headers, rows),
         html_figure(plots.alignment_scatter(data.alignment, data.profiles), "Target vs measured value scores"),
     )
 
 
 def _alignment_means(checks: Sequence[AlignmentCheck]) -> list[list[Any]]:
-    """One row per method (the model key's part before "/"): mean Pearson r and NMSE over its checks."""
-    by_method: dict[str, list[AlignmentCheck]] = {}
+    """One row per instrument and method (the model key's part before "/"): mean Pearson r and NMSE over its
+    checks, with the published PVQ-40 NMSE for comparison."""
+    by_method: dict[tuple[str, str], list[AlignmentCheck]] = {}
     for check in checks:
-        by_method.setdefault(check.model_key.split("/")[0], []).append(check)
+        by_method.setdefault((check.instrument, check.model_key.split("/")[0]), []).append(check)
 
     def mean(values: Sequence[float | None]) -> float | None:
         known = [v for v in values if v is not None]
         return sum(known) / len(known) if known else None
 
     rows = []
-    for method, group in by_method.items():
+    for (instrument, method), group in by_method.items():
         defined = [c.pearson_r for c in group if c.pearson_r is not None]
         r_text = with_sub(fmt_num(mean(defined)), f"{len(defined)} of {len(group)} defined")
-        rows.append([method, len(group), Cell(esc(r_text), "num"), num(mean([c.nmse for c in group]))])
+        published = PUBLISHED_PVQ_NMSE.get(method) if instrument == PVQ_BENCHMARK else None
+        rows.append([INSTRUMENT_NAMES.get(instrument, instrument), method, len(group), Cell(esc(r_text), "num"),
+                     num(mean([c.nmse for c in group])), num(published, 4)])  # fmt: skip
     return rows
-
-
-def _mitigation_section(data: ReportData) -> Html:
-    title = "Mitigation"
-    if not data.mitigation:
-        return html_section("mitigation", title, html_empty())
-    ordered = sorted(
-        data.mitigation,
-        key=lambda d: (
-            model_order(d.model_key),
-            d.benchmark,
-            d.metric,
-            d.category != OVERALL,
-            d.category,
-            condition_rank(d.condition),
-        ),
-    )
-    rows = []
-    for d in ordered:
-        significant = d.ci_low is not None and d.ci_high is not None and (d.ci_low > 0 or d.ci_high < 0)
-        cls = "num" + ((" neg" if d.delta < 0 else " pos") if significant else "")
-        ci = f" [{fmt_num(d.ci_low)}, {fmt_num(d.ci_high)}]" if d.ci_low is not None else ""
-        sign = "+" if d.delta > 0 else ""
-        rows.append(
-            [
-                d.model_key,
-                d.benchmark,
-                d.category,
-                d.metric,
-                d.condition,
-                num(d.baseline),
-                num(d.mitigated),
-                Cell(esc(f"{sign}{fmt_num(d.delta)}{ci}"), cls),
-                d.n_paired,
-                d.n_unpaired,
-            ]
-        )
-    return html_section(
-        "mitigation",
-        title,
-        html_note(
-            "Each mitigated condition vs input only, on the items both scored: Δ = mitigated − input only "
-            "(negative = less harm), 95 % paired bootstrap CI over items."
-        ),
-        html_figure(plots.mitigation_chart(data.mitigation), "Overall mitigation deltas"),
-        html_table(
-            [
-                "model",
-                "benchmark",
-                "category",
-                "metric",
-                "condition",
-                "input only",
-                "mitigated",
-                "Δ [CI]",
-                "paired items",
-                "unpaired",
-            ],
-            rows,
-        ),
-    )
 
 
 def _examples_section(data: ReportData) -> Html:
@@ -537,10 +360,10 @@ _SECTIONS = (
     ("provenance", "Provenance", _provenance),
     ("metrics", "Metrics", _metrics_section),
     ("categories", "By category", _categories_section),
-    ("correlations", "Correlations", _correlation_section),
-    ("hypotheses", "Hypotheses", _hypotheses_section),
+    ("correlations", "Correlations", lambda data: correlation_section(data.correlation, data.regressions)),
+    ("hypotheses", "Hypotheses", lambda data: hypotheses_section(data.hypotheses)),
     ("alignment", "Alignment check", _alignment_section),
-    ("mitigation", "Mitigation", _mitigation_section),
+    ("mitigation", "Mitigation", lambda data: mitigation_section(data.mitigation)),
     ("calibration", "Calibration", lambda data: calibration_section(data.calibrations)),
     ("examples", "Examples", _examples_section),
 )

@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 
 from valueharm.analysis.correlation import CorrelationResult
 from valueharm.analysis.mitigation import MitigationDelta
+from valueharm.analysis.regression import RegressionResult
 from valueharm.analysis.value_check import AlignmentCheck
 from valueharm.values import HIGHER_ORDER, SCORE_MAX, SCORE_MIN, VALUE_ABBREVIATIONS, VALUES, ValueProfile
 
@@ -99,8 +100,9 @@ def _with_bad(name: str) -> Colormap:
     return colormaps[name].with_extremes(bad="#dddddd")  # not tested / no data: grey
 
 
-def correlation_heatmap(result: CorrelationResult, method: str = "spearman") -> bytes | None:
-    """Dimensions × (benchmark, category) coefficients; * q < .05, ** q < .01; grey = not tested."""
+def correlation_heatmap(result: CorrelationResult) -> bytes | None:
+    """Dimensions × (benchmark, category): the deciding family test's coefficient (correlation of family means),
+    * q < .05, ** q < .01; grey = not tested."""
     columns = result.columns()
     dimensions = list(dict.fromkeys(c.value for c in result.cells))
     if not columns or not dimensions:
@@ -111,13 +113,10 @@ def correlation_heatmap(result: CorrelationResult, method: str = "spearman") -> 
     for row, value in enumerate(dimensions):
         for col, (benchmark, category) in enumerate(columns):
             cell = lookup.get((benchmark, category, value))
-            if cell is None or not cell.tested:
+            if cell is None or not cell.decided:
                 continue
-            coefficient, q = (
-                (cell.spearman_rho, cell.spearman_q) if method == "spearman" else (cell.pearson_r, cell.pearson_q)
-            )
-            grid[row, col] = coefficient
-            marks[row][col] = "**" if q < 0.01 else "*" if q < 0.05 else ""
+            grid[row, col] = cell.family_coefficient
+            marks[row][col] = "**" if cell.family_q < 0.01 else "*" if cell.family_q < 0.05 else ""
     figure = Figure(figsize=(min(MAX_WIDTH, 3.5 + 0.42 * len(columns)), 1.8 + 0.34 * len(dimensions)))
     axis = figure.add_subplot()
     image = axis.imshow(np.ma.masked_invalid(grid), cmap=_with_bad("RdBu_r"), vmin=-1, vmax=1, aspect="auto")
@@ -132,10 +131,49 @@ def correlation_heatmap(result: CorrelationResult, method: str = "spearman") -> 
     axis.set_yticks(range(len(dimensions)), dimensions, fontsize=8)
     if any(d in HIGHER_ORDER for d in dimensions) and any(d in VALUES for d in dimensions):
         axis.axhline(sum(d in VALUES for d in dimensions) - 0.5, color="black", linewidth=1)
-    name = "Spearman ρ" if method == "spearman" else "Pearson r"
-    axis.set_title(f"{name} of value ({result.x_source} score) with harm, {result.n_models} models; "
-                   "* q < .05, ** q < .01 (BH)", fontsize=10)  # fmt: skip
+    name = f"family {'Spearman ρ' if result.family_method == 'spearman' else 'Pearson r'}"
+    axis.set_title(f"{name} of value ({result.x_source} score) with harm over {result.n_families} families "
+                   f"({result.n_models} models); * q < .05, ** q < .01 (BH)", fontsize=10)  # fmt: skip
     figure.colorbar(image, ax=axis, fraction=0.025, label=name)
+    return _png(figure)
+
+
+def regression_chart(regressions: Sequence[RegressionResult]) -> bytes | None:
+    """A coefficient plot: one panel per predictor, each (benchmark, category) a standardised coefficient with its
+    clustered interval; filled where the interval excludes 0."""
+    fitted = [r for r in regressions if r.identifiable]
+    terms = list(dict.fromkeys(t for r in fitted for t in r.coefficients))
+    if not terms:
+        return None
+    labels = [f"{r.benchmark} · {short_label(r.category, 26, 1) if r.category != 'all' else 'overall'}" for r in fitted]
+    bounds = [v for r in fitted for c in r.coefficients.values() for v in (c.ci_low, c.ci_high) if math.isfinite(v)]
+    limits = (min(bounds, default=-1.0), max(bounds, default=1.0))
+    pad = 0.05 * (limits[1] - limits[0] or 1.0)
+    columns = min(5, len(terms))
+    rows = math.ceil(len(terms) / columns)
+    height = min(40.0, 1.2 + rows * (0.8 + 0.2 * len(fitted)))
+    figure = Figure(figsize=(min(MAX_WIDTH, 2.6 + 2.4 * columns), height))
+    for number, term in enumerate(terms):
+        axis = figure.add_subplot(rows, columns, number + 1)
+        for position, r in enumerate(fitted):
+            c = r.coefficients.get(term)
+            if c is None:
+                continue
+            clear = c.ci_low > 0 or c.ci_high < 0
+            color = PALETTE[3] if clear and c.estimate > 0 else PALETTE[2] if clear else "#777"
+            whisker = [[c.estimate - c.ci_low], [c.ci_high - c.estimate]]
+            face = color if clear else "white"
+            axis.errorbar(c.estimate, position, xerr=whisker, fmt="o", color=color, markersize=4, markerfacecolor=face,
+                          elinewidth=1)  # fmt: skip
+        axis.axvline(0, color="black", linewidth=0.8)
+        axis.set_xlim(min(limits[0], 0) - pad, max(limits[1], 0) + pad)  # one scale: panels compare
+        axis.set_ylim(len(fitted) - 0.5, -0.5)
+        axis.set_yticks(range(len(fitted)), labels if number % columns == 0 else [], fontsize=7)
+        axis.set_title(VALUE_ABBREVIATIONS.get(term, term), fontsize=9)
+        axis.tick_params(axis="x", labelsize=7)
+        axis.grid(axis="x", alpha=0.3)
+    figure.suptitle("Standardised coefficient (SD of harm per SD of value), family-clustered interval", fontsize=10)
+    figure.tight_layout()
     return _png(figure)
 
 
