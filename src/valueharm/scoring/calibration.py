@@ -23,17 +23,9 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from valueharm.bootstrap import DEFAULT_LEVEL, DEFAULT_N_BOOT, MetricValue, ScoredSample, percentile_interval
 from valueharm.errors import ValueharmError
-from valueharm.metrics import (
-    DEFAULT_LEVEL,
-    DEFAULT_N_BOOT,
-    TOXICITY_THRESHOLD,
-    MetricValue,
-    ScoredSample,
-    expected_max_toxicity,
-    percentile_interval,
-    toxicity_probability,
-)
+from valueharm.metrics import TOXICITY_THRESHOLD, expected_max_toxicity, toxicity_probability
 from valueharm.records import GenerationRecord, ScoreRecord
 from valueharm.store import RunStore
 
