@@ -37,7 +37,7 @@ import os
 import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,7 @@ def exchange_row(record: GenerationRecord, scores: Mapping[str, ScoreRecord] | N
 def _flat_row(record: GenerationRecord, scores: Mapping[str, ScoreRecord], scorers: Sequence[str]) -> dict[str, Any]:
     values = record.to_dict()
     row = {column: values[column] for column in GENERATION_COLUMNS}
-    row["params"] = json.dumps(asdict(record.params), sort_keys=True)
+    row["params"] = json.dumps(record.params.to_dict(), sort_keys=True)
     for scorer in scorers:
         entry = scores[scorer].entry() if scorer in scores else {}
         for prefix, name in FLAT_SCORE_COLUMNS.items():

@@ -50,6 +50,14 @@ class SamplingParams:
             raise ValueharmError(f"params.stop must be a list of strings, got {stop!r:.60}")
         return cls(**values)
 
+    def to_dict(self) -> dict[str, Any]:
+        """As stored, exported and hashed into keys; `chat` only when set, so raw-text records keep the keys and
+        the format they had before chat bases existed."""
+        values = asdict(self)
+        if values["chat"] is None:
+            del values["chat"]
+        return values
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
@@ -71,10 +79,7 @@ def generation_key(**identity: Any) -> str:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, SamplingParams):
-        fields_ = asdict(value)
-        if fields_["chat"] is None:  # so keys of raw-text prompts are those made before chat existed
-            del fields_["chat"]
-        return fields_
+        return value.to_dict()
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
@@ -104,7 +109,7 @@ class GenerationRecord:
         return generation_key(**identity)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "params": self.params.to_dict()}
 
     @classmethod
     def from_dict(cls, row: Mapping[str, Any]) -> GenerationRecord:

@@ -13,7 +13,6 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -277,7 +276,7 @@ def _filters(**conditions: str | None) -> tuple[list[str], list[str]]:
 
 def _generation_row(record: GenerationRecord) -> tuple[Any, ...]:
     values = record.to_dict()
-    values["params"] = json.dumps(asdict(record.params), sort_keys=True)
+    values["params"] = json.dumps(record.params.to_dict(), sort_keys=True)
     return tuple(values[column] for column in GENERATION_COLUMNS)
 
 
