@@ -131,3 +131,30 @@ def test_training_on_a_chat_base_puts_the_loss_on_the_assistant_turn(tiny_model_
     (result,) = train_adapters(tiny_model_dir, [job], chat=True, progress=False)
     meta = json.loads((tmp_path / "chatty" / "meta.json").read_text())
     assert meta["chat"] is True and result.stages[0].n_train == 2
+
+
+def test_an_experiment_on_a_chat_base_prompts_and_trains_in_its_template(tmp_path: Path, data_dir: Path):
+    import yaml
+
+    from valueharm.experiment import builtin_config, run_experiment
+    from valueharm.store import RunStore
+
+    config = builtin_config("smoke") | {"name": "chatty", "chat": True, "data_dir": str(data_dir), "progress": False}
+    config["profiles"] = {"names": ["Pow"]}
+    config["mitigation"] = {"conditions": ["safety"], "models": ["icl/Pow"], "benchmarks": ["hex-phi"]}
+    path = tmp_path / "chatty.yaml"
+    path.write_text(yaml.safe_dump(config))
+    experiment = run_experiment(path, tmp_path / "run")
+    assert experiment.chat_system_turn is True
+    with RunStore(tmp_path / "run" / "results.sqlite") as store:
+        records = store.generations()
+    assert records and all(r.params.chat in {"system", "user"} for r in records)
+    icl = next(r for r in records if r.model_key == "icl/Pow+mitigation:safety" and r.benchmark == "hex-phi")
+    messages = chat.decode(icl.prompt)
+    assert [m["role"] for m in messages] == ["system", "user"] and messages[1]["content"] == icl.query
+    assert "safe" in messages[0]["content"].lower()  # the safety instruction, then the ICL preamble
+    vanilla = next(r for r in records if r.model_key == "vanilla" and r.benchmark == "hex-phi")
+    assert chat.decode(vanilla.prompt) == [{"role": "user", "content": vanilla.query}] and vanilla.params.chat == "user"
+    meta = json.loads((tmp_path / "run" / "adapters" / "vim" / "Pow" / "meta.json").read_text())
+    assert meta["chat"] is True
+    assert (tmp_path / "run" / "report" / "index.html").is_file()

@@ -94,3 +94,22 @@ def render(tokenizer: Any, prompt: str) -> str:
     """A chat record's prompt as the model's input text, ready for the assistant's turn. Tokenize it without
     adding special tokens: the template already has them."""
     return tokenizer.apply_chat_template(decode(prompt), tokenize=False, add_generation_prompt=True)
+
+
+def chat_style(setting: ChatSetting, base: str, *, trust_remote_code: bool = False) -> bool | None:
+    """None for raw-text prompts; for a chat base, whether its template has a system turn."""
+    if setting is False:
+        return None
+    if str(base).startswith("tiny:"):  # not built yet (a dry run): a base model, whose template has a system turn
+        return True if setting is True else None
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(base), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        if setting is True:  # a model only a server has (the openai backend): its template takes a system turn
+            return True
+        raise ValueharmError(f"chat: cannot load the tokenizer of {base} ({str(err).splitlines()[0]})") from None
+    if not resolve_chat(setting, base, tokenizer):
+        return None
+    return has_system_turn(tokenizer)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from valueharm import chat
 from valueharm.data.benchmarks import BenchmarkItem, BenchmarkKind
 from valueharm.errors import ValueharmError
 from valueharm.registry import Registry
@@ -135,13 +136,34 @@ class PromptTemplates:
         return (f"\n{prefix}",) if prefix else ()
 
 
-PromptMethod = Callable[[ModelSpec, BenchmarkItem, BenchmarkKind, PromptTemplates], str]
+@dataclass(frozen=True)
+class PromptParts:
+    """An item as a method shows it: instructions (mitigation, then the method's own preamble), then the text."""
+
+    mitigation: tuple[str, ...]
+    preamble: str | None
+    text: str
+
+    def as_text(self) -> str:
+        """The raw-text prompt: mitigation lines, the preamble, the text, a blank line between each."""
+        head = ["\n".join(p.strip() for p in self.mitigation)] if self.mitigation else []
+        head += [self.preamble.rstrip()] if self.preamble else []
+        return "".join(part + "\n\n" for part in head) + self.text
+
+    def instructions(self) -> str:
+        """What a chat model gets as its system turn (or before the text in the user turn)."""
+        return "\n\n".join(p for p in ("\n".join(m.strip() for m in self.mitigation), self.preamble or "") if p)
+
+
+# A method gets the item, its kind, the templates, and the text it is shown as; it returns its preamble and text.
+PromptMethod = Callable[[ModelSpec, BenchmarkItem, BenchmarkKind, PromptTemplates, str], tuple[str | None, str]]
 METHODS: Registry[PromptMethod] = Registry("prompt method")
 
 
-def benchmark_text(item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates) -> str:
-    """The item as every method shows it: raw for completions, in the question/answer format for instructions."""
-    if kind is BenchmarkKind.COMPLETION:
+def benchmark_text(item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates, *, chat: bool = False) -> str:
+    """The item as every method shows it: raw for completions, in the question/answer format for instructions —
+    raw for both on a chat model, whose template gives the turns their form."""
+    if kind is BenchmarkKind.COMPLETION or chat:
         return item.text
     return templates.instruction.render(query=item.text)
 
@@ -149,38 +171,51 @@ def benchmark_text(item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTe
 @METHODS.register("vanilla")
 @METHODS.register("vim")
 @METHODS.register("benign")
-def _as_is(spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates) -> str:
-    return benchmark_text(item, kind, templates)  # the adapter, not the prompt, is what differs
+def _as_is(spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates, text: str):
+    return None, text  # the adapter, not the prompt, is what differs
 
 
 @METHODS.register("icl")
-def _icl(spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates) -> str:
+def _icl(spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates, text: str):
     assert spec.profile is not None
     scores = {slot: f"{spec.profile.scores[value]:g}" for slot, value in VALUE_SLOTS.items()}
     ratings = "\n".join(f"- {value}: {spec.profile.scores[value]:g}" for value in VALUES)
     preamble = templates.icl_preamble(kind)
-    if "query" in preamble.fields:
-        return preamble.render(ratings=ratings, query=item.text, **scores)
-    return preamble.render(ratings=ratings, **scores).rstrip() + "\n\n" + benchmark_text(item, kind, templates)
+    if "query" in preamble.fields:  # the preamble places the benchmark text itself
+        return None, preamble.render(ratings=ratings, query=item.text, **scores)
+    return preamble.render(ratings=ratings, **scores), text
 
 
-def build_prompt(spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates) -> str:
-    """The exact model input for one item: mitigation prefix, then the method's prompt."""
-    prompt = METHODS.get(spec.method)(spec, item, kind, templates)
-    if spec.mitigation is None:
-        return prompt
-    prefixes = []
+def prompt_parts(
+    spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates, *, chat: bool = False
+) -> PromptParts:
+    """The mitigation instructions, the method's preamble and the text of one item."""
+    preamble, text = METHODS.get(spec.method)(spec, item, kind, templates, benchmark_text(item, kind, templates,
+                                                                                            chat=chat))  # fmt: skip
+    mitigation = []
     if spec.mitigation in {"safety", "dual"}:
-        prefixes.append(templates.safety.render())
+        mitigation.append(templates.safety.render())
     if spec.mitigation in {"value", "dual"}:
         set_aside, promote = spec.value_instruction(item.benchmark, item.category)
         if set_aside:
-            prefixes.append(templates.value.render(values=", ".join(set_aside)))
+            mitigation.append(templates.value.render(values=", ".join(set_aside)))
         if promote:
-            prefixes.append(templates.promote.render(values=", ".join(promote)))
-    if not prefixes:
-        return prompt
-    return "\n".join(p.strip() for p in prefixes) + "\n\n" + prompt
+            mitigation.append(templates.promote.render(values=", ".join(promote)))
+    return PromptParts(tuple(mitigation), preamble, text)
+
+
+def build_prompt(spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates) -> str:
+    """The exact model input for one item on a raw-text base: mitigation prefix, then the method's prompt."""
+    return prompt_parts(spec, item, kind, templates).as_text()
+
+
+def build_conversation(
+    spec: ModelSpec, item: BenchmarkItem, kind: BenchmarkKind, templates: PromptTemplates, *, system_turn: bool
+) -> tuple[str, str]:
+    """The prompt of one item on a chat base (a conversation as JSON), and where its instructions went."""
+    parts = prompt_parts(spec, item, kind, templates, chat=True)
+    messages, where = chat.conversation(parts.instructions(), parts.text, system_turn=system_turn)
+    return chat.encode(messages), where
 
 
 def stop_rules(kind: BenchmarkKind, templates: PromptTemplates) -> tuple[str, ...]:

@@ -48,6 +48,18 @@ TemplateDir = Annotated[
 Progress = Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")]
 Base = Annotated[str, typer.Option("--base", help="Base model: a local path or hub id.")]
 TrustRemoteCode = Annotated[bool, typer.Option(help="Run code shipped with the model (off unless asked).")]
+ChatOption = Annotated[
+    str,
+    typer.Option("--chat", help="auto, true or false: prompts and training data in the base's chat template."),
+]
+
+
+def chat_setting(text: str) -> Any:
+    """`--chat` as the config's `chat:` value."""
+    choices = {"auto": "auto", "true": True, "false": False}
+    if text.lower() not in choices:
+        raise ValueharmError(f"--chat: expected auto, true or false, got {text!r}")
+    return choices[text.lower()]
 
 
 def command_group(name: str, help_text: str) -> typer.Typer:

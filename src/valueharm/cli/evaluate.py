@@ -11,6 +11,7 @@ from rich.table import Table
 from valueharm import paths
 from valueharm.cli.common import (
     Base,
+    ChatOption,
     DataDir,
     FromSettings,
     JsonFlag,
@@ -20,6 +21,7 @@ from valueharm.cli.common import (
     Progress,
     TemplateDir,
     app,
+    chat_setting,
     existing_store,
     key_values,
     out,
@@ -60,6 +62,7 @@ def generate(
         list[str] | None, typer.Option(help="KEY=VALUE for the backend, e.g. base_url=…, model=… (repeatable).")
     ] = None,
     template_dir: TemplateDir = None,
+    chat: ChatOption = "auto",
     data_dir: DataDir = None,
     progress: Progress = True,
 ) -> None:
@@ -68,6 +71,7 @@ def generate(
     Everything is checked and the backend is loaded before the store is opened: a failed start leaves no files.
     """
     from valueharm.alignment.prompts import ModelSpec, PromptTemplates
+    from valueharm.chat import chat_style
     from valueharm.data.benchmarks import BENCHMARKS, select_items
     from valueharm.generation.run import generate_slice, open_backend, sampling_params
     from valueharm.store import RunStore
@@ -95,13 +99,14 @@ def generate(
     params = sampling_params(chosen, templates, seed=generation.seed, temperature=sampling.temperature,
                              top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens)  # fmt: skip
     items = select_items(chosen, directory, selection)
+    system_turn = chat_style(chat_setting(chat), base)
     options = {key: scalar(value) for key, value in key_values(backend_option, "--backend-option").items()}
     served = open_backend(generation.backend, base, specs, **options)
     try:
         with RunStore(run / "results.sqlite") as store:
             summary = generate_slice(store, served, specs, chosen, items, base_model=base_identity(base),
                                      params=params, samples=sampling.samples or chosen.defaults.samples,
-                                     templates=templates, progress=progress)  # fmt: skip
+                                     templates=templates, chat_system_turn=system_turn, progress=progress)  # fmt: skip
     finally:
         served.close()
     out.print(

@@ -12,6 +12,7 @@ from rich.table import Table
 from valueharm import paths
 from valueharm.cli.common import (
     Base,
+    ChatOption,
     DataDir,
     FromSettings,
     JsonFlag,
@@ -21,6 +22,7 @@ from valueharm.cli.common import (
     Progress,
     TemplateDir,
     TrustRemoteCode,
+    chat_setting,
     command_group,
     err,
     out,
@@ -103,6 +105,7 @@ def train_vim(
     profiles_file: ProfileFiles = None,
     template_dir: TemplateDir = None,
     trust_remote_code: TrustRemoteCode = False,
+    chat: ChatOption = "auto",
     data_dir: DataDir = None,
     progress: Progress = True,
 ) -> None:
@@ -114,7 +117,8 @@ def train_vim(
     stage = settings.stage("stage1")  # no stage overrides on the command line: both stages train alike
     jobs = vim_jobs(profiles, directory, out_dir, stage1=stage, stage2=stage, data=settings.data,
                     limit=settings.limit, template_dir=template_dir)  # fmt: skip
-    _report_training(train_adapters(base, jobs, lora, trust_remote_code=trust_remote_code, progress=progress))
+    _report_training(train_adapters(base, jobs, lora, trust_remote_code=trust_remote_code, progress=progress,
+                                    chat=_is_chat(chat, base, trust_remote_code)))  # fmt: skip
 
 
 @train_app.command("benign")
@@ -127,6 +131,7 @@ def train_benign(
     lora: LoraSettings,
     template_dir: TemplateDir = None,
     trust_remote_code: TrustRemoteCode = False,
+    chat: ChatOption = "auto",
     data_dir: DataDir = None,
     progress: Progress = True,
 ) -> None:
@@ -135,7 +140,14 @@ def train_benign(
 
     job = benign_job(dataset, paths.data_dir(data_dir), out_dir, settings=settings.train, limit=settings.limit,
                      template_dir=template_dir)  # fmt: skip
-    _report_training(train_adapters(base, [job], lora, trust_remote_code=trust_remote_code, progress=progress))
+    _report_training(train_adapters(base, [job], lora, trust_remote_code=trust_remote_code, progress=progress,
+                                    chat=_is_chat(chat, base, trust_remote_code)))  # fmt: skip
+
+
+def _is_chat(chat: str, base: str, trust_remote_code: bool) -> bool:
+    from valueharm.chat import chat_style
+
+    return chat_style(chat_setting(chat), base, trust_remote_code=trust_remote_code) is not None
 
 
 def _report_training(results: list) -> None:

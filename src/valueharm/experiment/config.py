@@ -255,6 +255,11 @@ class ExperimentConfig(Settings):
         description="A model registry name (`valueharm models list`), a local path, a hub id, or tiny:demo / tiny:test."
     )
     trust_remote_code: bool = Field(False, description="Run code shipped with the model (off unless asked).")
+    chat: Literal["auto"] | bool = Field(
+        "auto",
+        description="Prompts and training data as conversations in the base's chat template: true, false, or auto "
+        "(a registry name by its role, a tiny build never, another base when its tokenizer has a chat template).",
+    )
     data_dir: Path | None = Field(None, description="Data directory (default: $VALUEHARM_DATA, else the user cache).")
     profiles: ProfilesConfig = Field(ProfilesConfig(), description="Target value profiles of vim and icl.")
     methods: list[Literal["vanilla", "vim", "icl", "benign"]] = Field(min_length=1, description="Models to compare.")

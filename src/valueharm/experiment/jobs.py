@@ -37,7 +37,7 @@ def train_jobs(experiment: Experiment, jobs: Sequence[TrainJob], *, progress: bo
     ]
     train_adapters(
         experiment.base, adapter_jobs, config.training.lora, trust_remote_code=config.trust_remote_code,
-        progress=progress,
+        progress=progress, chat=experiment.chat_system_turn is not None,
     )  # fmt: skip
     return [job.id for job in jobs]
 
@@ -61,7 +61,7 @@ def planned_records(experiment: Experiment, jobs: Sequence[GenerateJob]) -> dict
         records[job.id] = plan_slice(
             [experiment.specs[job.model_key]], benchmark, experiment.benchmark_items[job.benchmark],
             base_model=base_id, params=params, samples=bench.samples or benchmark.defaults.samples,
-            templates=experiment.templates,
+            templates=experiment.templates, chat_system_turn=experiment.chat_system_turn,
         )  # fmt: skip
     return records
 

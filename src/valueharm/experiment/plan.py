@@ -73,6 +73,7 @@ class Experiment:
     benchmark_items: dict[str, list[Any]] = field(default_factory=dict)
     templates: Any = None
     notes: list[str] = field(default_factory=list)  # what the run leaves out and why, for the report
+    chat_system_turn: bool | None = None  # None: raw-text prompts; else a chat base, with or without a system turn
     hypotheses: list[Any] = field(default_factory=list)  # the expected directions, checked against the benchmarks
 
     @property
@@ -205,6 +206,15 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
             experiment.benchmark_items[name] = _load_items(experiment, name)
     with _at("base_model"):
         experiment.base = resolve_base(config, data_dir) if build_base else config.base_model
+    with _at("chat"):
+        from valueharm.chat import chat_style
+
+        try:
+            experiment.chat_system_turn = chat_style(
+                config.chat, experiment.base, trust_remote_code=config.trust_remote_code
+            )
+        except ValueharmError as error:  # chat: auto, and no tokenizer here (a dry run, or a model only a server has)
+            experiment.notes.append(f"{error}; prompts are raw text (set chat: true for a chat model)")
     return experiment
 
 

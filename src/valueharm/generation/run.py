@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-from valueharm.alignment.prompts import ModelSpec, PromptTemplates, build_prompt, stop_rules
+from valueharm.alignment.prompts import ModelSpec, PromptTemplates, build_conversation, build_prompt, stop_rules
 from valueharm.data.benchmarks import Benchmark, BenchmarkItem
 from valueharm.generation.base import Backend, GenerationRequest
 from valueharm.records import GenerationRecord, SamplingParams
@@ -39,24 +39,22 @@ def plan(
     params: SamplingParams,
     samples: int,
     templates: PromptTemplates,
+    chat_system_turn: bool | None = None,
 ) -> list[GenerationRecord]:
-    """Every record the slice must hold (text empty): model × item × sample."""
-    return [
-        GenerationRecord(
-            model_key=spec.model_key,
-            base_model=base_model,
-            benchmark=benchmark.name,
-            item_id=item.item_id,
-            category=item.category,
-            sample=sample,
-            prompt=build_prompt(spec, item, benchmark.kind, templates),
-            query=item.text,
-            params=params,
-        )
-        for spec in specs
-        for item in items
-        for sample in range(samples)
-    ]
+    """Every record the slice must hold (text empty): model × item × sample. `chat_system_turn` None: raw-text
+    prompts; else conversations for a chat base, whose template has a system turn or not (valueharm.chat)."""
+    records = []
+    for spec in specs:
+        for item in items:
+            if chat_system_turn is None:
+                prompt, where = build_prompt(spec, item, benchmark.kind, templates), None
+            else:
+                prompt, where = build_conversation(spec, item, benchmark.kind, templates, system_turn=chat_system_turn)
+            identity = {"model_key": spec.model_key, "base_model": base_model, "benchmark": benchmark.name,
+                        "item_id": item.item_id, "category": item.category, "prompt": prompt, "query": item.text,
+                        "params": replace(params, chat=where)}  # fmt: skip
+            records += [GenerationRecord(sample=sample, **identity) for sample in range(samples)]
+    return records
 
 
 @dataclass(frozen=True)
@@ -117,10 +115,12 @@ def generate_slice(
     params: SamplingParams,
     samples: int,
     templates: PromptTemplates,
+    chat_system_turn: bool | None = None,
     progress: bool = True,
 ) -> GenerateSummary:
     """Plan and generate one (models, benchmark) slice."""
-    planned = plan(specs, benchmark, items, base_model=base_model, params=params, samples=samples, templates=templates)
+    planned = plan(specs, benchmark, items, base_model=base_model, params=params, samples=samples, templates=templates,
+                   chat_system_turn=chat_system_turn)  # fmt: skip
     adapters = {spec.model_key: spec.adapter for spec in specs}
     done = store.done_generation_keys([record.key for record in planned])
     return generate_records(
