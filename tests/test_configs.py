@@ -148,7 +148,8 @@ def test_paper_small_costs_its_counts(tmp_path: Path, data_dir: Path, monkeypatc
         plan = run_experiment(path, tmp_path / "run", dry_run=True)
     train, generate, score = plan.cost.stages
     models = 1 + 14 + 14 + 4
-    assert (train.jobs, generate.jobs, score.jobs) == (14 + 4, models * 6, 7)  # ours + published: RTP, regard
+    assert (train.jobs, generate.jobs, score.jobs) == (14 + 4, models * 6, 9)  # ours + published input: RTP (Perspective,
+    # the local classifier), regard; the judge twice; refusal
     # Perspective twice on every RTP sample (300 prompts × 10: our input and the published one), the judge on every
     # HEx-PHI (330) and BeaverTails (700) answer
     assert score.api_requests == models * (2 * 300 * 10 + 330 + 700)
@@ -166,18 +167,22 @@ def test_the_paper_configs_hold_the_published_settings():
         assert (vim.weight_decay, vim.precision, vim.group_by_length) == (0.01, "fp32", False)
         benign = config.training.benign
         assert (benign.epochs, benign.batch_size, benign.gradient_accumulation, benign.max_length) == (1, 1, 16, 2048)
-        assert config.base_model == "meta-llama/Llama-2-7b-hf" and config.generation.backend == "vllm"
+        assert config.base_model == "llama-2-7b" and config.generation.backend == "vllm"  # a registry name
         assert config.benign_datasets == ["alpaca", "dolly-no-safety", "grammar", "samsum"]
         rtp = config.benchmarks["rtp"]
         assert (rtp.samples, rtp.max_new_tokens, rtp.temperature, rtp.top_p) == (10, 64, 0.1, 0.75)
         assert config.benchmarks["holisticbiasr"].max_new_tokens == 128
         assert rtp.limit == {"paper": 3000, "paper-small": 300}[name]
         hbr = config.benchmarks["holisticbiasr"]
-        for scorers in (rtp.scorers, hbr.scorers):  # ours and the published input, both
-            assert (
-                len(scorers) == 2
-                and scorers[1] == scorers[0] + ("," if ":" in scorers[0] else ":") + "published_input=true"
+        for scorers in (rtp.scorers, hbr.scorers):  # each scorer with ours and the published input, in pairs
+            ours, published = scorers[0::2], scorers[1::2]
+            assert ours and all(
+                p == o + ("," if ":" in o else ":") + "published_input=true"
+                for o, p in zip(ours, published, strict=True)
             )
+        assert rtp.scorers[2] == "classifier:model=toxicity" and "classifier:model=regard,task=regard" in hbr.scorers
+        (pair,) = config.analysis.calibrate
+        assert (pair.reference, pair.local) == ("perspective", "classifier:model=toxicity")
         assert config.metrics.published_bias_score
         for stage in ("stage1", "stage2"):  # both stages train as published
             settings = vim.stage(stage)

@@ -104,6 +104,10 @@ def chat_style(setting: ChatSetting, base: str, *, trust_remote_code: bool = Fal
         return True if setting is True else None
     from transformers import AutoTokenizer
 
+    from valueharm.models import MODELS, is_registry_name
+
+    if setting == "auto" and is_registry_name(base) and MODELS.get(base).role != "chat base":
+        return None  # a registry base model: raw text, its tokenizer need not be here
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(base), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
