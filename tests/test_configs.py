@@ -148,8 +148,9 @@ def test_paper_small_costs_its_counts(tmp_path: Path, data_dir: Path, monkeypatc
         plan = run_experiment(path, tmp_path / "run", dry_run=True)
     train, generate, score = plan.cost.stages
     models = 1 + 14 + 14 + 4
-    assert (train.jobs, generate.jobs, score.jobs) == (14 + 4, models * 6, 9)  # ours + published input: RTP (Perspective,
-    # the local classifier), regard; the judge twice; refusal
+    # scoring: ours and the published input of Perspective, the local toxicity classifier and regard; two judges;
+    # refusal
+    assert (train.jobs, generate.jobs, score.jobs) == (14 + 4, models * 6, 9)
     # Perspective twice on every RTP sample (300 prompts × 10: our input and the published one), the judge on every
     # HEx-PHI (330) and BeaverTails (700) answer
     assert score.api_requests == models * (2 * 300 * 10 + 330 + 700)
