@@ -99,10 +99,16 @@ def generate(
     params = sampling_params(chosen, templates, seed=generation.seed, temperature=sampling.temperature,
                              top_p=sampling.top_p, max_new_tokens=sampling.max_new_tokens)  # fmt: skip
     items = select_items(chosen, directory, selection)
-    system_turn = chat_style(chat_setting(chat), base)
+    setting = chat_setting(chat)
     options = {key: scalar(value) for key, value in key_values(backend_option, "--backend-option").items()}
     served = open_backend(generation.backend, base, specs, **options)
     try:
+        try:
+            system_turn = chat_style(setting, base)
+        except ValueharmError:
+            if setting is True:
+                raise
+            system_turn = None  # auto, and no tokenizer here (a model only a server has): raw-text prompts
         with RunStore(run / "results.sqlite") as store:
             summary = generate_slice(store, served, specs, chosen, items, base_model=base_identity(base),
                                      params=params, samples=sampling.samples or chosen.defaults.samples,
