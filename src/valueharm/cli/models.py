@@ -35,7 +35,7 @@ def models_list(as_json: JsonFlag = False) -> None:
         return
     table = Table("name", "role", "hub id @ revision", "licence", "scorer spec", "fetched")
     for row in rows:
-        revision = (row["revision"] or "pinned on first fetch")[:12]
+        revision = row["revision"][:12] if row["revision"] else "pinned at first fetch"
         licence = row["licence"] + (" [yellow](gated)[/]" if row["gated"] else "")
         table.add_row(row["name"], row["role"], f"{row['hub_id']} @ {revision}", licence, row["scorer"] or "",
                       "[green]yes[/]" if row["fetched"] else "no")  # fmt: skip
