@@ -24,7 +24,7 @@ def run_command(
     dry_run: Annotated[
         bool, typer.Option(help="Print the plan, what is already done and what the rest will cost; do nothing.")
     ] = False,
-    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'valueharm[ray]').")] = "local",
+    executor: Annotated[str, typer.Option(help="local, or ray (pip install 'valueharm\\[ray]').")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")] = None,
     progress: Progress = True,
 ) -> None:
