@@ -130,3 +130,16 @@ def test_empty_job_training_data(tiny_model_dir: Path, tmp_path: Path):
     job = AdapterJob("empty", tmp_path / "empty", [("stage1", [], [], QUICK)])
     with pytest.raises(ValueharmError, match="no training examples"):
         train_adapters(tiny_model_dir, [job], progress=False)
+
+
+def test_valid_limit_caps_the_validation_splits_alone(data_dir: Path, tmp_path: Path):
+    from valueharm.values import get_profile
+
+    (job,) = vim_jobs([get_profile("Pow", data_dir)], data_dir, tmp_path, limit=20, valid_limit=10)
+    for name, train, valid, _ in job.stages:
+        assert (len(train), len(valid)) == (20, 10), name
+    assert job.meta["valid_limit"] == 10
+    (uncapped,) = vim_jobs([get_profile("Pow", data_dir)], data_dir, tmp_path / "b", limit=20)
+    assert [len(valid) for _, _, valid, _ in uncapped.stages] == [20, 20]  # unset: as many as `limit`
+    stage2 = dict((name, valid) for name, _, valid, _ in job.stages)["stage2"]
+    assert len({e.value for e in stage2}) == 10  # still balanced over the ten values

@@ -158,7 +158,7 @@ class Presettable(Settings):
 PUBLISHED_VIM = {
     "learning_rate": 2e-5, "lr_scheduler": "linear", "warmup_ratio": 0.0, "weight_decay": 0.01, "epochs": 5,
     "batch_size": 8, "gradient_accumulation": 1, "seed": 42, "precision": "fp32", "group_by_length": False,
-    "threshold": 3.0, "limit": None,
+    "threshold": 3.0, "limit": None, "valid_limit": None,
 }  # fmt: skip
 # The published benign fine-tuning (the fine-tuning-safety code's settings; weight decay and precision not stated).
 PUBLISHED_BENIGN = {
@@ -171,6 +171,12 @@ class VimTraining(Presettable, SampleLimit, VimDataSettings, TrainSettings):
     """VIM: data and training settings shared by both stages; `stage1` / `stage2` override single ones for one."""
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"published": PUBLISHED_VIM}
+    valid_limit: int | None = Field(
+        None,
+        ge=1,
+        description="Validate on at most N examples per stage (the best epoch is chosen on them), a seeded balanced "
+        "sample; unset: as many as `limit`.",
+    )
 
     stage1: StageOverrides = Field(StageOverrides(), description="Settings of stage 1 (arguments) only.")
     stage2: StageOverrides = Field(StageOverrides(), description="Settings of stage 2 (survey answers) only.")

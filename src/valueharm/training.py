@@ -492,12 +492,13 @@ def vim_jobs(
     stage2: TrainSettings | None = None,
     data: VimDataSettings | None = None,
     limit: int | None = None,
+    valid_limit: int | None = None,
     template_dir: str | Path | None = None,
 ) -> list[AdapterJob]:
     """One two-stage job per profile: arguments (stage 1), then survey answers (stage 2) on the same adapter.
 
     `limit` caps each split of each stage at that many examples, balanced over polarity (stage 1) and value
-    (stage 2); the published runs use everything.
+    (stage 2), `valid_limit` the validation splits alone; the published runs use everything.
     """
     stage1, stage2, data = stage1 or TrainSettings(), stage2 or TrainSettings(), data or VimDataSettings()
     from valueharm.alignment.vim_data import VimTemplates, build_stage1, build_stage2
@@ -513,7 +514,8 @@ def vim_jobs(
         second = build_stage2(profile, data_dir, data, templates=templates)
 
         def split(examples: list[Any], name: str, group_of: Callable[[Any], str]) -> list[Any]:
-            return balanced_sample([e for e in examples if e.split == name], limit, group_of, data.seed)
+            cap = valid_limit if name == "valid" and valid_limit is not None else limit
+            return balanced_sample([e for e in examples if e.split == name], cap, group_of, data.seed)
 
         jobs.append(
             AdapterJob(
@@ -529,6 +531,7 @@ def vim_jobs(
                     "threshold": data.threshold,
                     "data_seed": data.seed,
                     "limit_per_split": limit,
+                    "valid_limit": valid_limit,
                     "positives": sum(e.polarity == "pos" for e in first),
                     "templates": templates.sources(),
                 },

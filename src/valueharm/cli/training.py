@@ -116,7 +116,7 @@ def train_vim(
     profiles = resolve_profiles(profile, profile_set, profiles_file, directory)
     stage = settings.stage("stage1")  # no stage overrides on the command line: both stages train alike
     jobs = vim_jobs(profiles, directory, out_dir, stage1=stage, stage2=stage, data=settings.data,
-                    limit=settings.limit, template_dir=template_dir)  # fmt: skip
+                    limit=settings.limit, valid_limit=settings.valid_limit, template_dir=template_dir)  # fmt: skip
     _report_training(train_adapters(base, jobs, lora, trust_remote_code=trust_remote_code, progress=progress,
                                     chat=_is_chat(chat, base, trust_remote_code)))  # fmt: skip
 

@@ -150,10 +150,13 @@ def _train_work(
     if job.kind == "benign":
         return [_stage(job.id, job.name, None, 0, training.benign.limit, training.benign.train)]
     vim = training.vim
-    return [
-        _stage(job.id, stage, *(_capped(n, vim.limit) for n in vim_counts[job.name][stage]), None, vim.stage(stage))
-        for stage in ("stage1", "stage2")
-    ]
+    valid_limit = vim.valid_limit if vim.valid_limit is not None else vim.limit
+    stages = []
+    for stage in ("stage1", "stage2"):
+        train, valid = vim_counts[job.name][stage]
+        stages.append(_stage(job.id, stage, _capped(train, vim.limit), _capped(valid, valid_limit), None,
+                             vim.stage(stage)))  # fmt: skip
+    return stages
 
 
 def _stage(job: str, data: str, train: int | None, valid: int, limit: int | None, settings: TrainSettings) -> StageWork:

@@ -21,7 +21,8 @@ def train_jobs(experiment: Experiment, jobs: Sequence[TrainJob], *, progress: bo
     profiles = [experiment.profiles[job.name] for job in jobs if job.kind == "vim"]
     adapter_jobs = vim_jobs(
         profiles, experiment.data_dir, experiment.adapters_dir / "vim", stage1=vim.stage("stage1"),
-        stage2=vim.stage("stage2"), data=vim.data, limit=vim.limit, template_dir=config.template_dir,
+        stage2=vim.stage("stage2"), data=vim.data, limit=vim.limit, valid_limit=vim.valid_limit,
+        template_dir=config.template_dir,
     )  # fmt: skip
     adapter_jobs += [
         benign_job(
