@@ -166,15 +166,16 @@ def make_adapters(base: str, root: Path, names: Sequence[str] = ADAPTERS) -> dic
     from valueharm.training import base_identity, load_base
 
     paths = {}
+    model, _ = load_base(base)  # once: each adapter is unloaded again, leaving the base as it was
+    config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     for seed, name in enumerate(names, start=1):
-        model, _ = load_base(base)
         torch.manual_seed(seed)
-        config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
         peft_model = get_peft_model(model, config)
         path = root / name
         peft_model.save_pretrained(str(path))
         (path / "meta.json").write_text(json.dumps({"base": base_identity(base), "doctor": True}))
         paths[name] = path
+        model = peft_model.unload()
     return paths
 
 
