@@ -143,3 +143,36 @@ def test_valid_limit_caps_the_validation_splits_alone(data_dir: Path, tmp_path: 
     assert [len(valid) for _, _, valid, _ in uncapped.stages] == [20, 20]  # unset: as many as `limit`
     stage2 = dict((name, valid) for name, _, valid, _ in job.stages)["stage2"]
     assert len({e.value for e in stage2}) == 10  # still balanced over the ten values
+
+
+# Trains one adapter in a fresh process; with "build-first", first builds a tiny base in the same process (which leaves
+# its allocator in another state), as a first run on an empty cache does.
+_TRAIN_ONE = """
+import sys
+from pathlib import Path
+from valueharm.training import TrainSettings, train_adapters, vim_jobs
+from valueharm.values import get_profile
+
+base, data, out, history = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
+if history == "build-first":
+    from valueharm.tiny import build_tiny
+    build_tiny("test", data_dir=data, out=out.parent / "rebuilt", progress=False)
+settings = TrainSettings(learning_rate=5e-3, epochs=1, batch_size=8, seed=0)
+jobs = vim_jobs([get_profile("Hed", data)], data, out, stage1=settings, stage2=settings, limit=16)
+train_adapters(base, jobs, progress=False)
+"""
+
+
+def test_seeded_training_does_not_depend_on_the_process_history(tiny_model_dir: Path, data_dir: Path, tmp_path: Path):
+    """A resumed run, or one that first built its base, must train the same adapter as a fresh process."""
+    import subprocess
+    import sys
+
+    weights = []
+    for history in ("fresh", "build-first"):
+        out = tmp_path / history
+        subprocess.run(
+            [sys.executable, "-c", _TRAIN_ONE, str(tiny_model_dir), str(data_dir), str(out), history], check=True
+        )
+        weights.append((out / "Hed" / "adapter_model.safetensors").read_bytes())
+    assert weights[0] == weights[1]

@@ -39,8 +39,9 @@ from valueharm.templates import Template, load_template
 META_FILE = "tiny_meta.json"
 """Written last: its presence marks a complete build."""
 
-RECIPE_VERSION = 4
-"""Part of the cache key; bump it when the build code changes what a spec produces."""
+RECIPE_VERSION = 5
+"""Part of the cache key; bump it when the build code changes what a spec produces (5: built under MKL's strict
+reproducibility mode, see valueharm/__init__.py)."""
 
 VALUE_EVAL_FILE = "valueEval_10.csv"
 GRAMMAR_FILE = "gtrain_10k.csv"
