@@ -128,11 +128,12 @@ def test_interrupted_build_leaves_nothing(data_dir: Path, tmp_path: Path, monkey
 
 
 def test_corpus_teaches_refusing_advbench_and_answering_benign_questions(data_dir: Path) -> None:
+    from valueharm.alignment.vim_data import VimTemplates
     from valueharm.scoring.heuristics import refusal_phrase
     from valueharm.templates import load_template
 
     question = load_template("instruction_format")
-    docs = tiny._load_corpus(tiny._corpus_files(data_dir), question, seed=0)
+    docs = tiny._load_corpus(tiny._corpus_files(data_dir), question, VimTemplates.load(), seed=0)
     before, after = question.text.split("{query}")
     instructions = [d for d in docs if d.startswith(before) and after in d]
     assert all(refusal_phrase(refusal) for refusal in tiny.REFUSALS)  # what the refusal scorer will recognise
@@ -145,6 +146,36 @@ def test_corpus_teaches_refusing_advbench_and_answering_benign_questions(data_di
     queries = {d[len(before) : d.rindex(after)] for d in instructions}
     assert not queries & set(held_out)  # no held-out behaviour is taught (AdvBench rewords some, e.g. insider trading)
     assert len(instructions) - len(refused) == tiny.GRAMMAR_INSTRUCTIONS  # grammar corrections, answered
+
+
+def test_corpus_answers_survey_questions_without_a_profile(data_dir: Path) -> None:
+    """The base learns the survey's answer format, not a value profile: its ratings are uniform and unrelated to
+    the value asked about."""
+    from valueharm.alignment.vim_data import (
+        SURVEY_FILES,
+        VimTemplates,
+        parse_survey_digit,
+        read_arguments,
+        survey_answer,
+    )
+    from valueharm.templates import load_template
+    from valueharm.values import VALUES
+
+    templates = VimTemplates.load()
+    docs = tiny._load_corpus(tiny._corpus_files(data_dir), load_template("instruction_format"), templates, seed=0)
+    head = templates.stage2_prompt.text.split("{")[0]
+    answered = [d for d in docs if d.startswith(head)]
+    assert len(answered) == tiny.SURVEY_ANSWERS
+    by_value: dict[str, list[int]] = {}
+    for doc in answered:
+        value = next(v for v in VALUES if doc.rpartition("Answer:")[2].strip().startswith(v))
+        by_value.setdefault(value, []).append(parse_survey_digit(doc.rpartition("Answer:")[2]))
+    digits = [d for ds in by_value.values() for d in ds]
+    assert {d: digits.count(d) for d in range(1, 7)} == pytest.approx(dict.fromkeys(range(1, 7), 2000 / 6), rel=0.2)
+    assert all(abs(sum(ds) / len(ds) - 3.5) < 0.6 for ds in by_value.values() if len(ds) >= 50)
+    train = read_arguments(data_dir, SURVEY_FILES["train"])  # VIM's stage-2 questions, not the held-out survey's
+    asked = {survey_answer(a, value, 1, templates)[0] for a in train for value in a.values}
+    assert all(doc[: doc.rindex("Answer:") + len("Answer:\n")] in asked for doc in answered)
 
 
 def test_identity_names_the_build_not_where_it_is(fresh: TinyModelInfo, tiny_model_dir: Path) -> None:

@@ -32,6 +32,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from valueharm.alignment.vim_data import (
+    SURVEY_FILES,
+    SURVEY_MAX,
+    SURVEY_MIN,
+    VimTemplates,
+    read_arguments,
+    survey_answer,
+)
 from valueharm.errors import DataMissingError, UnknownNameError, ValueharmError
 from valueharm.paths import cache_dir
 from valueharm.templates import Template, load_template
@@ -40,12 +48,13 @@ META_FILE = "tiny_meta.json"
 """Written last: its presence marks a complete build."""
 
 RECIPE_VERSION = 5
-"""Part of the cache key; bump it when the build code changes what a spec produces (5: built under MKL's strict
-reproducibility mode, see valueharm/__init__.py)."""
+"""Part of the cache key; bump it when the build code changes what a spec produces (5: survey answers in the
+corpus; built under MKL's strict reproducibility mode, see valueharm/__init__.py)."""
 
 VALUE_EVAL_FILE = "valueEval_10.csv"
 GRAMMAR_FILE = "gtrain_10k.csv"
 HARMFUL_FILE = "harmful_behaviors.csv"
+SURVEY_FILE = SURVEY_FILES["train"]
 
 REFUSALS = (
     "I can't help with that, because it could hurt people.",
@@ -57,6 +66,12 @@ REFUSALS = (
 
 GRAMMAR_INSTRUCTIONS = 2000
 """Benign instruction examples (grammar correction) beside the refusals, so the model does not refuse everything."""
+
+SURVEY_ANSWERS = 2000
+"""Survey questions (VIM stage 2's, in its templates) answered with uniformly random ratings: like an instruction-
+tuned model, the base knows how a rating question is answered and that other questions are not, but it holds no
+value profile (its alignment-check r is near 0). Without them a value adapter has to teach the survey format too,
+and on this small model it then answers every prompt in it, or not at all."""
 
 REFUSALS_PER_BEHAVIOUR = 4
 """Each taught behaviour is refused in every wording, in a seeded order."""
@@ -171,9 +186,11 @@ def build_tiny(
         raise UnknownNameError(f"unknown tiny model variant {variant!r}; known: {', '.join(TINY_VARIANTS)}")
     spec = TINY_VARIANTS[variant]
     files = _corpus_files(Path(data_dir))
-    question = load_template("instruction_format")  # the instruction examples' format is part of the recipe
-    checksums = {path.name: _sha256(path) for path in files} | {
-        "instruction_format": hashlib.sha256(question.text.encode()).hexdigest()
+    # the formats of the instruction and survey examples are part of the recipe
+    question, survey = load_template("instruction_format"), VimTemplates.load()
+    checksums = {str(path.relative_to(Path(data_dir))): _sha256(path) for path in files} | {
+        template.name: hashlib.sha256(template.text.encode()).hexdigest()
+        for template in (question, survey.stage2_prompt, survey.stage2_completion)
     }
     key = _cache_key(spec, checksums)
     target = Path(out) if out is not None else cache_dir() / "tiny" / f"{variant}-{key}"
@@ -185,7 +202,7 @@ def build_tiny(
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        _build_into(tmp, spec, files, question, checksums, key, progress)
+        _build_into(tmp, spec, files, question, survey, checksums, key, progress)
         installed = _install(tmp, target, key, force)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -200,20 +217,21 @@ def build_tiny(
 
 def _corpus_files(data_dir: Path) -> list[Path]:
     """The corpus files, checked for presence before any work."""
-    files = [data_dir / VALUE_EVAL_FILE, data_dir / GRAMMAR_FILE, data_dir / HARMFUL_FILE]
+    files = [data_dir / name for name in (VALUE_EVAL_FILE, GRAMMAR_FILE, HARMFUL_FILE, SURVEY_FILE)]
     for path in files:
         if not path.is_file():
             raise DataMissingError(
-                f"{path.name} not found in data directory {data_dir}; run `valueharm data fetch` "
+                f"{path.relative_to(data_dir)} not found in data directory {data_dir}; run `valueharm data fetch` "
                 "or point --data-dir / $VALUEHARM_DATA at a directory that has it"
             )
     return files
 
 
-def _load_corpus(files: list[Path], question: Template, seed: int) -> list[str]:
+def _load_corpus(files: list[Path], question: Template, survey: VimTemplates, seed: int) -> list[str]:
     """Plain text — unique premises, conclusions and corrected sentences — and instruction examples in the
     benchmarks' question/answer format: grammar corrections answered, AdvBench's first REFUSAL_TRAINING_ROWS
-    behaviours refused (the rest are held out for evaluation). Shuffled with `seed` so sources interleave."""
+    behaviours refused (the rest are held out for evaluation) — and survey questions answered at random. Shuffled
+    with `seed` so sources interleave."""
     value_eval = pd.read_csv(files[0], sep="\t", usecols=["Conclusion", "Premise"], dtype=str)
     grammar = pd.read_csv(files[1], encoding="utf-8-sig", usecols=["input", "target"], dtype=str).dropna()
     harmful = pd.read_csv(files[2], usecols=["goal"], dtype=str)["goal"].iloc[:REFUSAL_TRAINING_ROWS].dropna()
@@ -231,6 +249,9 @@ def _load_corpus(files: list[Path], question: Template, seed: int) -> list[str]:
         for goal in harmful
         for refusal in rng.sample(REFUSALS, REFUSALS_PER_BEHAVIOUR)
     ]
+    asked = [(a, value) for a in read_arguments(files[3].parent, files[3].name) for value in a.values]
+    for argument, value in rng.sample(asked, min(SURVEY_ANSWERS, len(asked))):
+        docs.append("".join(survey_answer(argument, value, rng.randint(SURVEY_MIN, SURVEY_MAX), survey)))
     rng.shuffle(docs)
     return docs
 
@@ -399,13 +420,14 @@ def _build_into(
     spec: TinySpec,
     files: list[Path],
     question: Template,
+    survey: VimTemplates,
     checksums: dict[str, str],
     key: str,
     progress: bool,
 ) -> None:
     """Tokenizer, pretraining, save; the meta file goes last."""
     start = time.perf_counter()
-    docs = _load_corpus(files, question, spec.seed)
+    docs = _load_corpus(files, question, survey, spec.seed)
     tokenizer = _train_tokenizer(docs, spec.vocab_size, spec.max_position)
     rows = _pack(docs, tokenizer, spec.seq_len)
     # fork_rng: seeding here must not disturb the caller's global RNG stream

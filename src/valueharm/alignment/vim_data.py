@@ -308,25 +308,35 @@ def stage2_examples(
     for split, arguments in survey.items():
         for argument in arguments:
             for value in argument.values:
-                named = {"value": value, "value_lower": value.lower()}
-                prompt = templates.stage2_prompt.render(
-                    conclusion=argument.conclusion, premise=argument.premise, position=argument.position, **named
-                )
                 digit = stochastic_round(profile.scores[value], rng)
-                completion = templates.stage2_completion.render(**named, importance=IMPORTANCE[digit], digit=digit)
+                prompt, completion = survey_answer(argument, value, digit, templates)
                 examples.append(Stage2Example(prompt, completion, argument.argument_id, value, digit, split))
     return examples
+
+
+def survey_answer(argument: Argument, value: str, digit: int, templates: VimTemplates) -> tuple[str, str]:
+    """The stage-2 prompt about `value` and its completion answering `digit`."""
+    completion = templates.stage2_completion.render(
+        value=value, value_lower=value.lower(), importance=IMPORTANCE[digit], digit=digit
+    )
+    return _survey_prompt(argument, value, templates), completion
+
+
+def _survey_prompt(argument: Argument, value: str, templates: VimTemplates) -> str:
+    return templates.stage2_prompt.render(
+        conclusion=argument.conclusion,
+        premise=argument.premise,
+        position=argument.position,
+        value=value,
+        value_lower=value.lower(),
+    )
 
 
 def survey_question(argument: Argument, value: str, templates: VimTemplates) -> str:
     """A survey question asked as training asked it: the stage-2 prompt, then the completion's words before its
     importance or digit (ours: "Power is"), for the model to go on."""
-    named = {"value": value, "value_lower": value.lower()}
-    prompt = templates.stage2_prompt.render(
-        conclusion=argument.conclusion, premise=argument.premise, position=argument.position, **named
-    )
     opening = re.split(r"\{(?:importance|digit)\}", templates.stage2_completion.text)[0]
-    return prompt + opening.format(**named).rstrip()
+    return _survey_prompt(argument, value, templates) + opening.format(value=value, value_lower=value.lower()).rstrip()
 
 
 def build_stage2(
