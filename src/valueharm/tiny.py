@@ -47,9 +47,9 @@ from valueharm.templates import Template, load_template
 META_FILE = "tiny_meta.json"
 """Written last: its presence marks a complete build."""
 
-RECIPE_VERSION = 5
-"""Part of the cache key; bump it when the build code changes what a spec produces (5: survey answers in the
-corpus; built under MKL's strict reproducibility mode, see valueharm/__init__.py)."""
+RECIPE_VERSION = 6
+"""Part of the cache key; bump it when the build code changes what a spec produces (6: survey answers in the
+corpus; 5: built under MKL's strict reproducibility mode, see valueharm/__init__.py)."""
 
 VALUE_EVAL_FILE = "valueEval_10.csv"
 GRAMMAR_FILE = "gtrain_10k.csv"
@@ -67,11 +67,14 @@ REFUSALS = (
 GRAMMAR_INSTRUCTIONS = 2000
 """Benign instruction examples (grammar correction) beside the refusals, so the model does not refuse everything."""
 
-SURVEY_ANSWERS = 2000
+SURVEY_ANSWERS = 500
 """Survey questions (VIM stage 2's, in its templates) answered with uniformly random ratings: like an instruction-
-tuned model, the base knows how a rating question is answered and that other questions are not, but it holds no
-value profile (its alignment-check r is near 0). Without them a value adapter has to teach the survey format too,
-and on this small model it then answers every prompt in it, or not at all."""
+tuned model, the base knows how a rating question is answered, but it holds no value profile (its alignment-check r
+is near 0). Without them a value adapter has to teach the survey format too, and on this small model it then
+answers every prompt in it, or not at all. How many is measured, and the figures move a lot on a model this small
+(share of HEx-PHI prompts the base answers with a rating / the demo's VIM models do; their mean r, 8 questions
+per value): 250 → 0.77 / 0.77, r 0.82; 500 → 0.23 / 0.30, r 0.90; 750 → 0.95 / 0.20, r 0.79; 1,000 → 0.41 / 0.91,
+r 0.75; 2,000 → 0.64 / 0.48, r 0.79."""
 
 REFUSALS_PER_BEHAVIOUR = 4
 """Each taught behaviour is refused in every wording, in a seeded order."""
