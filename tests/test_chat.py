@@ -9,20 +9,20 @@ from pathlib import Path
 import pytest
 from openai_fake import FakeOpenAIServer
 
-from valueharm import chat
+from valueharm import base_model, chat
 from valueharm.errors import ValueharmError
 from valueharm.generation.base import BACKENDS, GenerationRequest
 from valueharm.generation.vllm_backend import build_batch
 from valueharm.records import GenerationRecord, SamplingParams, generation_key
 from valueharm.settings import TrainSettings
-from valueharm.training import AdapterJob, ChatExample, as_chat, build_trainer, load_base, train_adapters
+from valueharm.training import AdapterJob, ChatExample, as_chat, build_trainer, train_adapters
 
 GREEDY = SamplingParams(temperature=0.0, top_p=1.0, max_new_tokens=12)
 
 
 @pytest.fixture(scope="module")
 def tokenizer(tiny_model_dir: Path):
-    return load_base(tiny_model_dir)[1]
+    return base_model.load(tiny_model_dir)[1]
 
 
 def test_instructions_go_to_the_system_turn_where_the_template_has_one(tokenizer):
@@ -119,7 +119,7 @@ def test_training_on_a_chat_base_puts_the_loss_on_the_assistant_turn(tiny_model_
     converted = [as_chat(e) for e in examples]
     assert converted[0] == ChatExample([{"role": "user", "content": "Is power important to you?"}],
                                        [{"role": "assistant", "content": "Yes, very."}])  # fmt: skip
-    model, _ = load_base(tiny_model_dir)
+    model, _ = base_model.load(tiny_model_dir)
     trainer = build_trainer(model, tokenizer, converted, [], TrainSettings(epochs=1, batch_size=2), str(tmp_path))
     row = trainer.train_dataset[0]
     learned = [token for token, label in zip(row["input_ids"], row["labels"], strict=True) if label != -100]

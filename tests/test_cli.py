@@ -165,7 +165,7 @@ def test_a_misspelt_ray_key_fails_the_dry_run(capsys, tmp_path: Path, data_dir: 
     ("options", "message"),
     [
         (["--base", "/nonexistent/model"], "cannot load base model /nonexistent/model"),
-        (["--base", "/nonexistent/model", "--method", "vim", "--profile", "Pow"], "vim/Pow"),
+        (["--base", "tiny:test", "--method", "vim", "--profile", "Pow"], "vim/Pow"),
         (["--base", "/nonexistent/model", "--backend", "hff"], "unknown backend 'hff'"),
         (["--base", "/nonexistent/model", "--limit", "0"], "--limit: Input should be greater than or equal to 1"),
     ],

@@ -217,8 +217,8 @@ def test_dry_run_reports_what_is_done(tmp_path: Path, data_dir: Path):
 
 
 def test_the_manifest_records_each_benign_baselines_files(tmp_path: Path, data_dir: Path):
-    from valueharm.data.fetch import sha256_of
     from valueharm.experiment.run import write_manifest
+    from valueharm.files import sha256_of
 
     config = {**SMALL, "data_dir": str(data_dir), "methods": ["vanilla", "benign"], "mitigation": {},
               "benign_datasets": ["grammar", "dolly-no-safety"]}  # fmt: skip

@@ -12,10 +12,10 @@ from test_cli import run_cli
 from test_scoring_classifier import CLEAN, TOXIC, build_classifier, record
 
 from valueharm import models
+from valueharm.base_model import identity as base_identity
 from valueharm.errors import ValueharmError
 from valueharm.models import MODELS, fetch, locate, pinned_revision, snapshot_identity
 from valueharm.scoring import build_scorer
-from valueharm.training import base_identity
 
 
 @pytest.fixture
@@ -151,19 +151,16 @@ def test_models_commands(
 
 
 def test_a_registry_name_as_the_base_model(hub_cache: Path, tiny_model_dir: Path):
-    from valueharm.experiment.config import ExperimentConfig
-    from valueharm.experiment.plan import resolve_base
+    from valueharm.base_model import resolve
 
-    config = ExperimentConfig(name="x", base_model="llama-2-7b", methods=["vanilla"], benchmarks={"rtp": {"limit": 1}})
     with pytest.raises(ValueharmError, match=r"run `valueharm models fetch llama-2-7b` \(gated"):
-        resolve_base(config, tiny_model_dir)
+        resolve("llama-2-7b")
     from valueharm.tiny import META_FILE
 
     files = {f.name: f.read_bytes() for f in tiny_model_dir.iterdir() if f.is_file() and f.name != META_FILE}
     with FakeHub(dict([_repo("llama-2-7b", files)])) as hub:
         fetch(["llama-2-7b"], endpoint=hub.url)
-    loaded = resolve_base(config, tiny_model_dir)
+    loaded = resolve("llama-2-7b")
     assert Path(loaded).is_dir() and (Path(loaded) / "model.safetensors").is_file()
     assert base_identity(loaded) == f"meta-llama/Llama-2-7b-hf@{MODELS.get('llama-2-7b').revision}"
-    served = config.model_copy(update={"generation": config.generation.model_copy(update={"backend": "openai"})})
-    assert resolve_base(served, tiny_model_dir) == "meta-llama/Llama-2-7b-hf"  # a server is asked by hub id
+    assert resolve("llama-2-7b", loads_here=False) == "meta-llama/Llama-2-7b-hf"  # a server is asked by hub id

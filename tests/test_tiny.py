@@ -180,7 +180,7 @@ def test_corpus_answers_survey_questions_without_a_profile(data_dir: Path) -> No
 
 
 def test_identity_names_the_build_not_where_it_is(fresh: TinyModelInfo, tiny_model_dir: Path) -> None:
-    from valueharm.training import base_identity
+    from valueharm.base_model import identity as base_identity
 
     assert fresh.path != tiny_model_dir
     assert base_identity(fresh.path) == base_identity(tiny_model_dir) == tiny.build_identity(fresh.path)

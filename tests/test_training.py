@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from valueharm import tiny
+from valueharm import base_model, tiny
 from valueharm.alignment.vim_data import build_stage2
 from valueharm.errors import ValueharmError
 from valueharm.training import (
@@ -17,7 +17,6 @@ from valueharm.training import (
     TrainSettings,
     adapter_is_complete,
     build_trainer,
-    load_base,
     split_by_length,
     train_adapters,
     vim_jobs,
@@ -49,7 +48,7 @@ def test_adapters_carry_their_provenance(tiny_adapters: dict[str, Path], tiny_mo
 
 
 def test_sweep_loads_base_once_and_leaves_it_untouched(tiny_model_dir: Path, data_dir: Path, tmp_path: Path):
-    model, tokenizer = load_base(tiny_model_dir)
+    model, tokenizer = base_model.load(tiny_model_dir)
     before = weights_digest(model)
     profiles = [get_profile(name, data_dir) for name in ("Hed", "Tra")]
     jobs = vim_jobs(profiles, data_dir, tmp_path, stage1=QUICK, stage2=QUICK, limit=16)
@@ -64,7 +63,7 @@ def test_sweep_loads_base_once_and_leaves_it_untouched(tiny_model_dir: Path, dat
 
 
 def test_completion_tokens_are_never_truncated(tiny_model_dir: Path, data_dir: Path, tmp_path: Path):
-    model, tokenizer = load_base(tiny_model_dir)
+    model, tokenizer = base_model.load(tiny_model_dir)
     examples = [e for e in build_stage2(get_profile("Ach", data_dir), data_dir) if e.split == "train"]
     longest = max(examples, key=lambda e: len(tokenizer(e.prompt + e.completion)["input_ids"]))
     trainer = build_trainer(model, tokenizer, [longest], [], QUICK, str(tmp_path), progress=False)
@@ -76,7 +75,7 @@ def test_completion_tokens_are_never_truncated(tiny_model_dir: Path, data_dir: P
 
 
 def test_over_long_examples_are_dropped_and_counted(tiny_model_dir: Path, data_dir: Path):
-    _, tokenizer = load_base(tiny_model_dir)
+    _, tokenizer = base_model.load(tiny_model_dir)
     examples = build_stage2(get_profile("Pow", data_dir), data_dir)[:50]
     lengths = sorted(len(tokenizer(e.prompt + e.completion)["input_ids"]) + 1 for e in examples)
     cut = lengths[25]

@@ -7,9 +7,9 @@ and its `params.chat` says which of the two ("system" or "user"); each backend r
 tokenizer's template for hf and vllm, the server's for the OpenAI chat API. Training examples become a user turn and
 an assistant turn, with the loss on the assistant turn only.
 
-`chat: auto` decides per base: a registry name by its role (`valueharm models list`), a tiny build never (a base
-pretrained on plain text; its template is for tests of guard models), any other model when its tokenizer has a
-chat template.
+`chat: auto` decides per base: a base whose role the project knows by its role (a registry entry, by name or by its
+files: `valueharm models list`; a tiny model is a base pretrained on plain text, whose template is for tests of
+guard models), any other model when its tokenizer has a chat template.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ def has_chat_template(tokenizer: Any) -> bool:
 
 def resolve_chat(setting: ChatSetting, base: str | Path, tokenizer: Any) -> bool:
     """Whether prompts go to this base as conversations (see the module docstring for `auto`)."""
-    from valueharm.models import MODELS, is_registry_name, snapshot_identity
-    from valueharm.tiny import build_identity
+    from valueharm.base_model import known_role
 
     if setting is not True and setting is not False and setting != "auto":
         raise ValueharmError(f"chat: expected auto, true or false, got {setting!r}")
@@ -41,17 +40,8 @@ def resolve_chat(setting: ChatSetting, base: str | Path, tokenizer: Any) -> bool
         raise ValueharmError(f"chat: true, but the tokenizer of {base} has no chat template")
     if setting != "auto":
         return bool(setting)
-    if is_registry_name(str(base)):
-        return MODELS.get(str(base)).role == "chat base"
-    path = Path(base).expanduser()
-    if path.is_dir() and build_identity(path):
-        return False
-    if path.is_dir() and (identity := snapshot_identity(path)):
-        hub_id = identity.split("@", 1)[0]
-        roles = {entry.hub_id: entry.role for _, entry in MODELS.items()}
-        if hub_id in roles:
-            return roles[hub_id] == "chat base"
-    return has_chat_template(tokenizer)
+    role = known_role(base)
+    return role == "chat base" if role is not None else has_chat_template(tokenizer)
 
 
 def has_system_turn(tokenizer: Any) -> bool:
@@ -98,16 +88,16 @@ def render(tokenizer: Any, prompt: str) -> str:
 
 def chat_style(setting: ChatSetting, base: str, *, trust_remote_code: bool = False) -> bool | None:
     """None for raw-text prompts; for a chat base, whether its template has a system turn."""
+    from valueharm.base_model import is_tiny, known_role
+
     if setting is False:
         return None
-    if str(base).startswith("tiny:"):  # not built yet (a dry run): a base model, whose template has a system turn
+    if is_tiny(base):  # not built yet (a dry run): a base model, whose template has a system turn
         return True if setting is True else None
     from transformers import AutoTokenizer
 
-    from valueharm.models import MODELS, is_registry_name
-
-    if setting == "auto" and is_registry_name(base) and MODELS.get(base).role != "chat base":
-        return None  # a registry base model: raw text, its tokenizer need not be here
+    if setting == "auto" and known_role(base) == "base":
+        return None  # a base model the project knows: raw text, its tokenizer need not be here
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(base), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:

@@ -3,7 +3,7 @@
 It checks, each step reported as ok / failed / skipped with a reason:
 1. CUDA is there (device, memory, torch's CUDA build) and vLLM imports (its version);
 2. a small model loads in the hf backend and, given CUDA, in the vllm backend — by default the tiny test model,
-   built here in a minute, so no hub access is needed; `model=` takes a registry name or a path;
+   built here in a minute, so no hub access is needed; `model=` takes any base name (valueharm.base_model);
 3. two LoRA adapters (random, seeded, saved like trained ones) each change the base's greedy output and differ
    from each other, in each backend;
 4. a batch mixing the base and both adapters gives the same greedy outputs as one batch per adapter;
@@ -148,13 +148,9 @@ def cuda_description() -> str | None:
 
 
 def _base(model: str | None, data_dir: Path) -> str:
-    if model is None:
-        from valueharm.tiny import build_tiny
+    from valueharm import base_model
 
-        return str(build_tiny("test", data_dir=data_dir, progress=False).path)
-    from valueharm.models import checkpoint
-
-    return checkpoint(model).source
+    return base_model.resolve(model or "tiny:test", data_dir=data_dir, progress=False)
 
 
 def make_adapters(base: str, root: Path, names: Sequence[str] = ADAPTERS) -> dict[str, Path]:
@@ -163,17 +159,17 @@ def make_adapters(base: str, root: Path, names: Sequence[str] = ADAPTERS) -> dic
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from valueharm.training import base_identity, load_base
+    from valueharm import base_model
 
     paths = {}
-    model, _ = load_base(base)  # once: each adapter is unloaded again, leaving the base as it was
+    model, _ = base_model.load(base)  # once: each adapter is unloaded again, leaving the base as it was
     config = LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
     for seed, name in enumerate(names, start=1):
         torch.manual_seed(seed)
         peft_model = get_peft_model(model, config)
         path = root / name
         peft_model.save_pretrained(str(path))
-        (path / "meta.json").write_text(json.dumps({"base": base_identity(base), "doctor": True}))
+        (path / "meta.json").write_text(json.dumps({"base": base_model.identity(base), "doctor": True}))
         paths[name] = path
         model = peft_model.unload()
     return paths

@@ -41,6 +41,7 @@ from valueharm.alignment.vim_data import (
     survey_answer,
 )
 from valueharm.errors import DataMissingError, UnknownNameError, ValueharmError
+from valueharm.files import sha256_of
 from valueharm.paths import cache_dir
 from valueharm.templates import Template, load_template
 
@@ -191,7 +192,7 @@ def build_tiny(
     files = _corpus_files(Path(data_dir))
     # the formats of the instruction and survey examples are part of the recipe
     question, survey = load_template("instruction_format"), VimTemplates.load()
-    checksums = {str(path.relative_to(Path(data_dir))): _sha256(path) for path in files} | {
+    checksums = {str(path.relative_to(Path(data_dir))): sha256_of(path) for path in files} | {
         template.name: hashlib.sha256(template.text.encode()).hexdigest()
         for template in (question, survey.stage2_prompt, survey.stage2_completion)
     }
@@ -511,10 +512,3 @@ def _cache_key(spec: TinySpec, checksums: dict[str, str]) -> str:
     payload = json.dumps({"recipe": RECIPE_VERSION, "spec": asdict(spec), "corpus": checksums}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

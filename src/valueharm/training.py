@@ -26,6 +26,7 @@ from typing import Any, Protocol
 import torch
 from transformers import TrainerCallback
 
+from valueharm import base_model
 from valueharm.errors import ValueharmError
 from valueharm.settings import BenignTrainSettings, LoraSettings, TrainSettings, VimDataSettings
 
@@ -71,43 +72,6 @@ class AdapterResult:
     skipped: bool = False  # already trained: a complete adapter was found
 
 
-def load_base(base: str | Path, *, trust_remote_code: bool = False) -> tuple[Any, Any]:
-    """Model and tokenizer, loaded once per sweep. `trust_remote_code` is opt-in."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(base), trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(str(base), trust_remote_code=trust_remote_code)
-    except OSError as err:
-        raise ValueharmError(f"cannot load base model {base}: {str(err).splitlines()[0]}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
-def check_base(base: str | Path, *, trust_remote_code: bool = False) -> None:
-    """Fail before any work when the base model cannot be found or read; only its config is loaded."""
-    from transformers import AutoConfig
-
-    try:
-        AutoConfig.from_pretrained(str(base), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise ValueharmError(f"cannot load base model {base}: {str(err).splitlines()[0]}") from None
-
-
-def base_identity(base: str | Path) -> str:
-    """What records and adapters name as their base: a tiny build by its content (`tiny:demo@<key>`, the same in any
-    cache, so seeded outputs do not depend on where the cache is), a Hugging Face cache snapshot as `hub_id@commit`
-    (the same on every machine), another local checkpoint by its resolved path, a hub id as given."""
-    from valueharm.models import snapshot_identity
-    from valueharm.tiny import build_identity
-
-    path = Path(base).expanduser()
-    if not path.exists():
-        return str(base)
-    return build_identity(path) or snapshot_identity(path) or str(path.resolve())
-
-
 @dataclass(frozen=True)
 class ChatExample:
     """An example for a chat base: a user turn and an assistant turn (TRL's conversational prompt-completion
@@ -150,12 +114,6 @@ def _checkpointing_flag(config_class: type) -> str:
     5.19, the default install 5.23."""
     names = {field.name for field in dataclasses.fields(config_class)}
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
-
-
-def _precision_flags(precision: str) -> dict[str, bool]:
-    if precision == "auto":
-        precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
 def build_trainer(
@@ -204,7 +162,7 @@ def build_trainer(
         disable_tqdm=True,  # our own quiet bar below; the trainer's prints every log dict
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
-        **_precision_flags(settings.precision),
+        **base_model.trainer_flags(settings.precision),
         **{_checkpointing_flag(SFTConfig): False},  # (TRL defaults to on) it only slows small models on CPU
     )
     with _quiet_datasets():
@@ -367,13 +325,13 @@ def train_adapters(
     """Train each job's adapter on one loaded base: a fresh adapter per job, the base's weights untouched. With
     `chat`, each example is a user and an assistant turn in the base's chat template (valueharm.chat).
 
-    A job whose directory already holds a complete adapter is skipped, so a sweep resumes where it stopped. Each
-    adapter is written to a temporary directory and renamed into place, so a killed run never leaves a directory
-    that looks complete.
+    The base is loaded once per training precision, in the dtype that precision names (valueharm.base_model), and
+    each adapter's meta.json records it; `loaded` hands in a base already loaded, used for every job. A job whose
+    directory already holds a complete adapter is skipped, so a sweep resumes where it stopped. Each adapter is
+    written to a temporary directory and renamed into place, so a killed run never leaves a directory that looks
+    complete.
     """
     lora = lora or LoraSettings()
-    from peft import LoraConfig, get_peft_model
-
     jobs = list(jobs() if callable(jobs) else jobs)
     pending = [job for job in jobs if not adapter_is_complete(job.path)]
     results = [AdapterResult(job.name, job.path, skipped=True) for job in jobs if adapter_is_complete(job.path)]
@@ -381,41 +339,58 @@ def train_adapters(
         return results
     for job in pending:
         _check_writable(job.path.parent)
-    model, tokenizer = loaded or load_base(base, trust_remote_code=trust_remote_code)
-    if chat:
-        pending = [_chat_job(job) for job in pending]
-    lora_config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
-        task_type="CAUSAL_LM",
-    )
+    by_precision: dict[str, list[AdapterJob]] = {}
     for job in pending:
-        torch.manual_seed(job.stages[0][3].seed if job.stages else 0)
-        peft_model = get_peft_model(model, lora_config)
-        try:
-            stages = [
-                fit_stage(peft_model, tokenizer, train, valid, settings, name=f"{job.name} {stage}", progress=progress)
-                for stage, train, valid, settings in job.stages
-            ]
-            meta = {
-                **job.meta,
-                "adapter": job.name,
-                "base": base_identity(base),
-                "data_sha256": data_hash([train for _, train, _, _ in job.stages]),
-                "lora": lora.model_dump(),
-                "stages": [
-                    {"name": name, "settings": settings.model_dump(), **_stage_summary(result)}
-                    for (name, _, _, settings), result in zip(job.stages, stages, strict=True)
-                ],
-                "versions": _versions(),
-            }
-            _save_adapter(peft_model, tokenizer, job.path, meta)
-        finally:
-            model = peft_model.unload()  # back to the untouched base for the next job
-        results.append(AdapterResult(job.name, job.path, stages))
+        by_precision.setdefault(job_precision(job), []).append(_chat_job(job) if chat else job)
+    for precision, group in by_precision.items():
+        model, tokenizer = loaded or base_model.load(base, precision=precision, trust_remote_code=trust_remote_code)
+        for job in group:
+            model, result = _train_job(model, tokenizer, job, base=base, lora=lora, progress=progress)
+            results.append(result)
     return results
+
+
+def _train_job(
+    model: Any, tokenizer: Any, job: AdapterJob, *, base: str | Path, lora: LoraSettings, progress: bool
+) -> tuple[Any, AdapterResult]:
+    """One adapter, trained and saved; returns the base model with the adapter unloaded again, and the result."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=list(lora.target_modules), task_type="CAUSAL_LM")  # fmt: skip
+    torch.manual_seed(job.stages[0][3].seed if job.stages else 0)
+    peft_model = get_peft_model(model, config)
+    try:
+        stages = [
+            fit_stage(peft_model, tokenizer, train, valid, settings, name=f"{job.name} {stage}", progress=progress)
+            for stage, train, valid, settings in job.stages
+        ]
+        meta = {
+            **job.meta,
+            "adapter": job.name,
+            "base": base_model.identity(base),
+            "base_dtype": str(model.dtype).removeprefix("torch."),  # the dtype the base was trained in
+            "data_sha256": data_hash([train for _, train, _, _ in job.stages]),
+            "lora": lora.model_dump(),
+            "stages": [
+                {"name": name, "settings": settings.model_dump(), **_stage_summary(result)}
+                for (name, _, _, settings), result in zip(job.stages, stages, strict=True)
+            ],
+            "versions": _versions(),
+        }
+        _save_adapter(peft_model, tokenizer, job.path, meta)
+    finally:
+        model = peft_model.unload()  # back to the untouched base for the next job
+    return model, AdapterResult(job.name, job.path, stages)
+
+
+def job_precision(job: AdapterJob) -> str:
+    """The one precision a job's stages train in (`auto` resolved): one base load serves a whole adapter."""
+    precisions = {stage: base_model.resolve_precision(settings.precision) for stage, _, _, settings in job.stages}
+    if len(set(precisions.values())) > 1:
+        given = ", ".join(f"{stage}: {precision}" for stage, precision in precisions.items())
+        raise ValueharmError(f"{job.name}: its stages train in different precisions ({given}); give them one")
+    return next(iter(precisions.values()), base_model.resolve_precision("auto"))
 
 
 def _stage_summary(result: StageResult) -> dict[str, Any]:

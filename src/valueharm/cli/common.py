@@ -46,7 +46,9 @@ TemplateDir = Annotated[
     Path | None, typer.Option(help="Directory of <name>.txt files that replace built-in prompt templates.")
 ]
 Progress = Annotated[bool, typer.Option("--progress/--quiet", help="Progress bars.")]
-Base = Annotated[str, typer.Option("--base", help="Base model: a local path or hub id.")]
+Base = Annotated[
+    str, typer.Option("--base", help="Base model: a registry name (models list), tiny:VARIANT, a local path or hub id.")
+]
 TrustRemoteCode = Annotated[bool, typer.Option(help="Run code shipped with the model (off unless asked).")]
 ChatOption = Annotated[
     str,

@@ -19,7 +19,8 @@ COLOURS = {"ok": "green", "failed": "red", "skipped": "yellow"}
 def doctor(
     gpu: Annotated[bool, typer.Option("--gpu", help="Check CUDA and vLLM too (the first hour on a GPU).")] = False,
     model: Annotated[
-        str | None, typer.Option(help="A registry name or path to check with (default: the tiny test model).")
+        str | None,
+        typer.Option(help="A base to check with: registry name, tiny:VARIANT, path or hub id (default: tiny:test)."),
     ] = None,
     data_dir: DataDir = None,
     as_json: JsonFlag = False,

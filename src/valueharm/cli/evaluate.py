@@ -70,12 +70,12 @@ def generate(
 
     Everything is checked and the backend is loaded before the store is opened: a failed start leaves no files.
     """
+    from valueharm import base_model
     from valueharm.alignment.prompts import ModelSpec, PromptTemplates
     from valueharm.chat import chat_style
     from valueharm.data.benchmarks import BENCHMARKS, select_items
     from valueharm.generation.run import generate_slice, open_backend, sampling_params
     from valueharm.store import RunStore
-    from valueharm.training import base_identity
 
     directory = paths.data_dir(data_dir)
     chosen = BENCHMARKS.get(benchmark)
@@ -101,6 +101,8 @@ def generate(
     items = select_items(chosen, directory, selection)
     setting = chat_setting(chat)
     options = {key: scalar(value) for key, value in key_values(backend_option, "--backend-option").items()}
+    base = base_model.resolve(base, data_dir=directory, loads_here=generation.backend in {"hf", "vllm"},
+                              trust_remote_code=options.get("trust_remote_code") is True, progress=progress)
     served = open_backend(generation.backend, base, specs, **options)
     try:
         try:
@@ -110,7 +112,7 @@ def generate(
                 raise
             system_turn = None  # auto, and no tokenizer here (a model only a server has): raw-text prompts
         with RunStore(run / "results.sqlite") as store:
-            summary = generate_slice(store, served, specs, chosen, items, base_model=base_identity(base),
+            summary = generate_slice(store, served, specs, chosen, items, base_model=base_model.identity(base),
                                      params=params, samples=sampling.samples or chosen.defaults.samples,
                                      templates=templates, chat_system_turn=system_turn, progress=progress)  # fmt: skip
     finally:

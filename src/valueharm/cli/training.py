@@ -110,10 +110,12 @@ def train_vim(
     progress: Progress = True,
 ) -> None:
     """Train VIM adapters for many profiles in one process, loading the base model once; both stages alike."""
+    from valueharm import base_model
     from valueharm.training import train_adapters, vim_jobs
 
     directory = paths.data_dir(data_dir)
     profiles = resolve_profiles(profile, profile_set, profiles_file, directory)
+    base = base_model.resolve(base, data_dir=directory, trust_remote_code=trust_remote_code, progress=progress)
     stage = settings.stage("stage1")  # no stage overrides on the command line: both stages train alike
     jobs = vim_jobs(profiles, directory, out_dir, stage1=stage, stage2=stage, data=settings.data,
                     limit=settings.limit, valid_limit=settings.valid_limit, template_dir=template_dir)  # fmt: skip
@@ -136,9 +138,12 @@ def train_benign(
     progress: Progress = True,
 ) -> None:
     """Train a benign fine-tuning baseline adapter in the dataset's own prompt format."""
+    from valueharm import base_model
     from valueharm.training import benign_job, train_adapters
 
-    job = benign_job(dataset, paths.data_dir(data_dir), out_dir, settings=settings.train, limit=settings.limit,
+    directory = paths.data_dir(data_dir)
+    base = base_model.resolve(base, data_dir=directory, trust_remote_code=trust_remote_code, progress=progress)
+    job = benign_job(dataset, directory, out_dir, settings=settings.train, limit=settings.limit,
                      template_dir=template_dir)  # fmt: skip
     _report_training(train_adapters(base, [job], lora, trust_remote_code=trust_remote_code, progress=progress,
                                     chat=_is_chat(chat, base, trust_remote_code)))  # fmt: skip

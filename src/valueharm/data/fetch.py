@@ -16,6 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 
 from valueharm.data.registry import DATASETS, DataFile, Dataset
 from valueharm.errors import ValueharmError
+from valueharm.files import sha256_of
 
 # Hashes seen on first download of files whose canonical hash is not pinned in the registry.
 RECORD_FILE = ".valueharm-checksums.json"
@@ -35,14 +36,6 @@ class FileCheck:
     path: str
     status: FileStatus
     detail: str = ""
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _recorded(data_dir: Path) -> dict[str, str]:

@@ -14,12 +14,12 @@ from valueharm.settings import AlignmentCheckSettings, PvqCheckSettings
 
 def finish(experiment: Experiment) -> Path:
     """Metrics, the value-alignment check, the analyses and the report, all from what the store holds."""
+    from valueharm import base_model
     from valueharm.experiment.cost import plan_vs_actual
     from valueharm.metrics import compute_metrics
     from valueharm.report import ReportData, render_report
     from valueharm.scoring.echoes import echo_detector
     from valueharm.store import RunStore
-    from valueharm.training import base_identity
 
     config = experiment.config
     metadata = {item.item_id: item.metadata for items in experiment.benchmark_items.values() for item in items}
@@ -39,7 +39,7 @@ def finish(experiment: Experiment) -> Path:
         title=f"valueharm: {config.name}",
         experiment=config.name,
         summary={
-            "base model": base_identity(experiment.base),
+            "base model": base_model.identity(experiment.base),
             "models": len([s for s in experiment.specs.values() if s.mitigation is None]),
             "benchmarks": ", ".join(experiment.benchmark_items),
             "generations": len(generations),

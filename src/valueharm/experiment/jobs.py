@@ -45,12 +45,12 @@ def train_jobs(experiment: Experiment, jobs: Sequence[TrainJob], *, progress: bo
 
 def planned_records(experiment: Experiment, jobs: Sequence[GenerateJob]) -> dict[str, list[Any]]:
     """Job id → the generation records it must produce (text empty)."""
+    from valueharm import base_model
     from valueharm.data.benchmarks import BENCHMARKS
     from valueharm.generation.run import plan as plan_slice
     from valueharm.generation.run import sampling_params
-    from valueharm.training import base_identity
 
-    base_id = base_identity(experiment.base)
+    base_id = base_model.identity(experiment.base)
     records = {}
     for job in jobs:
         benchmark = BENCHMARKS.get(job.benchmark)

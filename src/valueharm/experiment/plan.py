@@ -16,7 +16,6 @@ from valueharm import paths
 from valueharm.errors import ValueharmError
 from valueharm.experiment.config import BenchmarkConfig, ExperimentConfig
 
-TINY_PREFIX = "tiny:"  # `base_model: tiny:demo` is the built-in offline model
 SURVEY = "value-survey"
 PVQ = "pvq40"
 CHECKS = (SURVEY, PVQ)  # the alignment checks' questionnaires: unmitigated models only, no scorers, no metrics
@@ -117,7 +116,7 @@ class Experiment:
 def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True) -> Experiment:
     """Check every name in the config against the data and the registries, before any work.
 
-    `build_base` builds a tiny base (or checks that another one loads); a dry run leaves it as written.
+    `build_base` builds a tiny base (or checks that another one loads); a dry run checks its name only.
     """
     from valueharm.alignment.prompts import ModelSpec, PromptTemplates
     from valueharm.alignment.vim_data import VimTemplates
@@ -205,7 +204,7 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
         with _at(f"benchmarks.{name}"):
             experiment.benchmark_items[name] = _load_items(experiment, name)
     with _at("base_model"):
-        experiment.base = resolve_base(config, data_dir) if build_base else config.base_model
+        experiment.base = _resolve_base(config, data_dir) if build_base else _checked_name(config.base_model)
     with _at("chat"):
         from valueharm.chat import chat_style
 
@@ -307,23 +306,21 @@ def adapters_root(config: ExperimentConfig, run_dir: Path) -> Path:
     return (config.ray.shared_dir or run_dir) / "adapters"
 
 
-def resolve_base(config: ExperimentConfig, data_dir: Path) -> str:
-    """`tiny:<variant>` builds (or reuses) the built-in model; another base must load wherever it is loaded here
-    (training, or the hf/vllm backends), checked now so that a bad one fails before the run directory exists."""
-    if config.base_model.startswith(TINY_PREFIX):
-        from valueharm.tiny import build_tiny
+def _resolve_base(config: ExperimentConfig, data_dir: Path) -> str:
+    """What opens the base (valueharm.base_model): checked to load here when training or the hf/vllm backends use it,
+    so that a bad one fails before the run directory exists; for a server, the name it knows the model by."""
+    from valueharm import base_model
 
-        return str(build_tiny(config.base_model[len(TINY_PREFIX) :], data_dir=data_dir, progress=config.progress).path)
-    from valueharm.models import MODELS, is_registry_name, locate
-    from valueharm.training import check_base
+    loads_here = bool({"vim", "benign"} & set(config.methods)) or config.generation.backend in {"hf", "vllm"}
+    return base_model.resolve(config.base_model, data_dir=data_dir, loads_here=loads_here,
+                              trust_remote_code=config.trust_remote_code, progress=config.progress)  # fmt: skip
 
-    loads_here = {"vim", "benign"} & set(config.methods) or config.generation.backend in {"hf", "vllm"}
-    if is_registry_name(config.base_model):  # its fetched snapshot; a server is asked for it by its hub id
-        return str(locate(config.base_model).path) if loads_here else MODELS.get(config.base_model).hub_id
-    if loads_here:
-        check_base(config.base_model, trust_remote_code=config.trust_remote_code)
-    local = Path(config.base_model).expanduser()
-    return str(local.resolve()) if local.exists() else config.base_model  # what loads it; records name base_identity
+
+def _checked_name(name: str) -> str:
+    from valueharm import base_model
+
+    base_model.check_name(name)
+    return name
 
 
 def plan(experiment: Experiment) -> list[Job]:

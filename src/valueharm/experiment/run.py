@@ -49,8 +49,9 @@ def write_manifest(experiment: Experiment) -> dict[str, Any]:
 
     import torch
 
-    from valueharm.data.fetch import check, sha256_of
+    from valueharm.data.fetch import check
     from valueharm.data.registry import DATASETS
+    from valueharm.files import sha256_of
 
     def _sha256(path: Path) -> str | None:
         return sha256_of(path) if path.is_file() else None

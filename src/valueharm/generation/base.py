@@ -68,7 +68,7 @@ def check_adapter_dir(name: str, path: Path, base: str) -> None:
     meta_path = path / "meta.json"
     trained_on = json.loads(meta_path.read_text())["base"] if meta_path.is_file() else None
     trained_on = trained_on or json.loads(config.read_text()).get("base_model_name_or_path")
-    from valueharm.training import base_identity
+    from valueharm import base_model
 
-    if trained_on and base_identity(trained_on) != base:
+    if trained_on and base_model.identity(trained_on) != base:
         raise ValueharmError(f"adapter {name!r} ({path}) was trained on {trained_on}, not on {base}")

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from valueharm import chat
+from valueharm import base_model, chat
 from valueharm.errors import ValueharmError
 from valueharm.generation.base import (
     BACKENDS,
@@ -31,7 +31,6 @@ from valueharm.generation.base import (
     request_seed,
 )
 from valueharm.records import SamplingParams
-from valueharm.training import base_identity, load_base
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +73,17 @@ class HFBackend:
         device: str | None = None,
         check_adapters: bool = True,
         chunk_size: int = 256,
+        precision: base_model.Precision = "auto",
     ) -> None:
-        self.base = base_identity(base)
+        """`precision` is the dtype the base computes in (valueharm.base_model): auto is bf16 on a GPU that supports
+        it, fp32 otherwise (a bf16 checkpoint on a CPU generates in fp32)."""
+        self.base = base_model.identity(base)
         self.batch_size = batch_size
         self.chunk_size = chunk_size
         self.adapters = dict(adapters or {})
         for name, path in self.adapters.items():
             check_adapter_dir(name, Path(path), self.base)
-        model, self.tokenizer = load_base(base, trust_remote_code=trust_remote_code)
+        model, self.tokenizer = base_model.load(base, precision=precision, trust_remote_code=trust_remote_code)
         self.tokenizer.padding_side = "left"  # continuations start where every prompt ends
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.adapters:

@@ -188,13 +188,13 @@ class VLLMBackend:
         vllm = import_vllm()
         from vllm.lora.request import LoRARequest
 
-        from valueharm.training import base_identity
+        from valueharm import base_model
 
         if chunk_size < 1 or max_loras < 1:
             raise ValueharmError("vllm backend: chunk_size and max_loras must be at least 1")
         self.specs = lora_specs(adapters or {})
         for spec in self.specs.values():
-            check_adapter_dir(spec.name, Path(spec.path), base_identity(base))
+            check_adapter_dir(spec.name, Path(spec.path), base_model.identity(base))
         self.chunk_size = chunk_size
         self.sampling_cls = vllm.SamplingParams
         self.loras = lora_requests(self.specs, LoRARequest)
