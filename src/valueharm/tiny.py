@@ -186,17 +186,7 @@ def build_tiny(
     directory beside the target and is renamed into place at the end, so an interrupted build never looks
     complete. Weights are bit-identical across builds on the same machine (same seed, data order and threads).
     """
-    if variant not in TINY_VARIANTS:
-        raise UnknownNameError(f"unknown tiny model variant {variant!r}; known: {', '.join(TINY_VARIANTS)}")
-    spec = TINY_VARIANTS[variant]
-    files = _corpus_files(Path(data_dir))
-    # the formats of the instruction and survey examples are part of the recipe
-    question, survey = load_template("instruction_format"), VimTemplates.load()
-    checksums = {str(path.relative_to(Path(data_dir))): sha256_of(path) for path in files} | {
-        template.name: hashlib.sha256(template.text.encode()).hexdigest()
-        for template in (question, survey.stage2_prompt, survey.stage2_completion)
-    }
-    key = _cache_key(spec, checksums)
+    spec, files, question, survey, checksums, key = _recipe(variant, Path(data_dir))
     target = Path(out) if out is not None else cache_dir() / "tiny" / f"{variant}-{key}"
 
     if not force and (info := _load_complete(target, key)) is not None:
@@ -214,6 +204,27 @@ def build_tiny(
     if info is None:
         raise ValueharmError(f"{target} is incomplete right after the build; another process may be writing it")
     return replace(info, cached=not installed)
+
+
+def find_tiny(variant: str, *, data_dir: Path) -> TinyModelInfo | None:
+    """The complete build of `variant` in the cache, without building it (None when there is none)."""
+    *_, key = _recipe(variant, Path(data_dir))
+    return _load_complete(cache_dir() / "tiny" / f"{variant}-{key}", key)
+
+
+def _recipe(variant: str, data_dir: Path) -> tuple[TinySpec, list[Path], Template, VimTemplates, dict[str, str], str]:
+    """What a build of `variant` is made of, and its cache key: the spec, the corpus files, the instruction and
+    survey formats (part of the recipe), their checksums."""
+    if variant not in TINY_VARIANTS:
+        raise UnknownNameError(f"unknown tiny model variant {variant!r}; known: {', '.join(TINY_VARIANTS)}")
+    spec = TINY_VARIANTS[variant]
+    files = _corpus_files(data_dir)
+    question, survey = load_template("instruction_format"), VimTemplates.load()
+    checksums = {str(path.relative_to(data_dir)): sha256_of(path) for path in files} | {
+        template.name: hashlib.sha256(template.text.encode()).hexdigest()
+        for template in (question, survey.stage2_prompt, survey.stage2_completion)
+    }
+    return spec, files, question, survey, checksums, _cache_key(spec, checksums)
 
 
 # ----------------------------------------------------------------------------------------------- corpus

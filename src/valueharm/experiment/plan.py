@@ -116,7 +116,7 @@ class Experiment:
 def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True) -> Experiment:
     """Check every name in the config against the data and the registries, before any work.
 
-    `build_base` builds a tiny base (or checks that another one loads); a dry run checks its name only.
+    `build_base` builds a tiny base (or checks that another one loads); a dry run builds and loads nothing.
     """
     from valueharm.alignment.prompts import ModelSpec, PromptTemplates
     from valueharm.alignment.vim_data import VimTemplates
@@ -204,7 +204,7 @@ def resolve(config: ExperimentConfig, run_dir: Path, *, build_base: bool = True)
         with _at(f"benchmarks.{name}"):
             experiment.benchmark_items[name] = _load_items(experiment, name)
     with _at("base_model"):
-        experiment.base = _resolve_base(config, data_dir) if build_base else _checked_name(config.base_model)
+        experiment.base = _resolve_base(config, data_dir, build=build_base)
     with _at("chat"):
         from valueharm.chat import chat_style
 
@@ -306,21 +306,14 @@ def adapters_root(config: ExperimentConfig, run_dir: Path) -> Path:
     return (config.ray.shared_dir or run_dir) / "adapters"
 
 
-def _resolve_base(config: ExperimentConfig, data_dir: Path) -> str:
+def _resolve_base(config: ExperimentConfig, data_dir: Path, *, build: bool) -> str:
     """What opens the base (valueharm.base_model): checked to load here when training or the hf/vllm backends use it,
     so that a bad one fails before the run directory exists; for a server, the name it knows the model by."""
     from valueharm import base_model
 
     loads_here = bool({"vim", "benign"} & set(config.methods)) or config.generation.backend in {"hf", "vllm"}
-    return base_model.resolve(config.base_model, data_dir=data_dir, loads_here=loads_here,
+    return base_model.resolve(config.base_model, data_dir=data_dir, loads_here=loads_here, build=build,
                               trust_remote_code=config.trust_remote_code, progress=config.progress)  # fmt: skip
-
-
-def _checked_name(name: str) -> str:
-    from valueharm import base_model
-
-    base_model.check_name(name)
-    return name
 
 
 def plan(experiment: Experiment) -> list[Job]:

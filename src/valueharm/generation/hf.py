@@ -31,6 +31,7 @@ from valueharm.generation.base import (
     request_seed,
 )
 from valueharm.records import SamplingParams
+from valueharm.settings import Precision
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class HFBackend:
         device: str | None = None,
         check_adapters: bool = True,
         chunk_size: int = 256,
-        precision: base_model.Precision = "auto",
+        precision: Precision = "auto",
     ) -> None:
         """`precision` is the dtype the base computes in (valueharm.base_model): auto is bf16 on a GPU that supports
         it, fp32 otherwise (a bf16 checkpoint on a CPU generates in fp32)."""
